@@ -1,0 +1,139 @@
+// config: the daemon's configuration, read from TOML at start-up and on SIGHUP.
+//
+// Contract:
+//  - Loading is all-or-nothing: any problem (syntax, wrong type, value out of
+//    range, bad address or CIDR, unknown key or table anywhere, missing
+//    required key, no [[listener]]) throws config_error whose message is
+//      FILE:LINE:COL: key 'section.key': what is wrong
+//    (listener entries are named 'listener[N].key', N from 0; for a missing
+//    key the position is the section header, or 1:1). Exceptions are used
+//    only here, never on hot paths.
+//  - Every key is optional with the documented default, except that at least
+//    one [[listener]] with both `protocol` and `address` is required.
+//    docs/configuration.md lists every key, its default and whether SIGHUP
+//    reloads it; restart_required_changes() is the code form of that list.
+//  - No DNS: addresses are numeric (see net_address.h).
+//  - Paths are kept as written; relative ones are relative to the working
+//    directory at start-up (the daemon does not chdir before using them).
+//  - A config is a plain value: copy it, compare it, hand shards a const&.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "engine/log.h"
+#include "engine/net_address.h"
+
+namespace ringmail {
+
+struct config_error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+enum class listener_protocol { smtp };
+
+std::string_view to_string(listener_protocol p);
+
+struct listener_config {
+    listener_protocol protocol = listener_protocol::smtp;
+    net::socket_address address;
+    bool operator==(const listener_config&) const = default;
+};
+
+struct server_config {
+    std::string hostname;                        // default: gethostname()
+    std::string data_dir = "var";
+    unsigned shards = 0;                         // as written; 0 = one per core (see shard_count())
+    std::chrono::milliseconds shutdown_timeout{10'000};
+    std::string pid_file;                        // resolved: default <data_dir>/ringmaild.pid
+    bool operator==(const server_config&) const = default;
+};
+
+struct relay_config {
+    std::optional<net::socket_address> smarthost;  // nullopt = MX delivery
+    std::vector<net::cidr> allow_networks;         // default 127.0.0.0/8, ::1/128
+    unsigned pool_size = 16;
+    std::chrono::milliseconds connect_timeout{30'000};
+    std::chrono::milliseconds command_timeout{300'000};
+    std::chrono::milliseconds idle_timeout{5'000};
+    bool operator==(const relay_config&) const = default;
+};
+
+struct smtp_config {
+    uint64_t max_command_bytes = 512;
+    uint64_t max_line_bytes = 1000;
+    uint64_t message_size_limit = 52'428'800;    // 0 = unlimited
+    unsigned max_recipients = 1000;
+    unsigned max_errors = 10;
+    unsigned max_connections = 10'000;
+    unsigned max_connections_per_ip = 100;       // 0 = unlimited
+    std::chrono::milliseconds command_timeout{300'000};
+    std::chrono::milliseconds data_timeout{600'000};
+    bool operator==(const smtp_config&) const = default;
+};
+
+struct queue_config {
+    std::chrono::milliseconds min_backoff{300'000};
+    std::chrono::milliseconds max_backoff{4'000'000};
+    std::chrono::milliseconds max_age{5LL * 24 * 3600 * 1000};
+    double jitter = 0.2;                         // 0.0 .. 1.0
+    bool operator==(const queue_config&) const = default;
+};
+
+struct store_config {
+    uint64_t map_size = 64ULL << 30;             // bytes, per shard
+    std::chrono::milliseconds commit_window{1};
+    unsigned commit_max_batch = 1024;
+    bool operator==(const store_config&) const = default;
+};
+
+struct log_config {
+    log::level level = log::level::info;
+    bool operator==(const log_config&) const = default;
+};
+
+struct config {
+    server_config server;
+    std::vector<listener_config> listeners;
+    relay_config relay;
+    smtp_config smtp;
+    queue_config queue;
+    store_config store;
+    log_config log;
+    bool operator==(const config&) const = default;
+};
+
+// The embedded default configuration (what `ringmaild` runs with when given
+// no file); documents every key with its default.
+extern const char* const default_config_toml;
+
+// Throws config_error (also when the file cannot be read).
+config load_config_file(const std::string& path);
+// source_name is used as FILE in error messages.
+config load_config_string(std::string_view toml, std::string_view source_name);
+
+// Keys ("server.data_dir", "listener", ...) whose values differ between
+// old and neu and that take effect only after a restart; empty = the new
+// config can be applied by SIGHUP.
+std::vector<std::string> restart_required_changes(const config& old, const config& neu);
+// Keys that differ and are applied by SIGHUP (for the reload log line).
+std::vector<std::string> reloadable_changes(const config& old, const config& neu);
+
+// server.shards resolved: the value if non-zero, else the number of CPUs
+// this process may run on (sched_getaffinity), capped at 256.
+unsigned shard_count(const server_config& server);
+
+// Value syntaxes, exposed for tests and tools. Durations: non-negative
+// integer with a unit ms, s, m, h, d ("300s", "1ms"). Sizes: non-negative
+// integer with a unit B, KB, MB, GB, TB (powers of 1000) or KiB, MiB, GiB,
+// TiB (powers of 1024). nullopt on syntax error or overflow. (In TOML a bare
+// integer is also accepted: seconds for durations, bytes for sizes.)
+std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
+std::optional<uint64_t> parse_size(std::string_view text);
+
+}  // namespace ringmail

@@ -1,0 +1,87 @@
+#include "engine/ring.h"
+
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+namespace ringmail::engine {
+
+namespace {
+thread_local ring* current_ring = nullptr;
+}
+
+ring& this_ring() { return *current_ring; }
+void set_this_ring(ring* r) { current_ring = r; }
+
+ring::ring(unsigned entries) {
+    io_uring_params p{};
+    p.flags = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_SUBMIT_ALL |
+              IORING_SETUP_CQSIZE;
+    p.cq_entries = entries * 4;
+    int rc = io_uring_queue_init_params(entries, &_ring, &p);
+    if (rc < 0) {
+        // Older kernels: retry without the optional flags.
+        p = {};
+        rc = io_uring_queue_init_params(entries, &_ring, &p);
+    }
+    if (rc < 0) throw std::runtime_error(std::string("io_uring_queue_init: ") + std::strerror(-rc));
+    _batch.resize(256);
+}
+
+ring::~ring() { io_uring_queue_exit(&_ring); }
+
+io_uring_sqe* ring::sqe(unsigned linked) {
+    if (io_uring_sq_space_left(&_ring) < linked) io_uring_submit(&_ring);
+    io_uring_sqe* s = io_uring_get_sqe(&_ring);
+    while (s == nullptr) {  // SQ full even after submit: the kernel is busy; retry
+        io_uring_submit(&_ring);
+        s = io_uring_get_sqe(&_ring);
+    }
+    return s;
+}
+
+unsigned ring::run_once(std::chrono::milliseconds max_wait) {
+    if (!_posted.empty()) max_wait = std::chrono::milliseconds(0);
+    __kernel_timespec ts{};
+    ts.tv_sec = max_wait.count() / 1000;
+    ts.tv_nsec = (max_wait.count() % 1000) * 1000000;
+    io_uring_cqe* first = nullptr;
+    int rc = io_uring_submit_and_wait_timeout(&_ring, &first, max_wait.count() > 0 ? 1 : 0, &ts, nullptr);
+    (void)rc;  // -ETIME / -EINTR: nothing to dispatch, the loop comes round again
+
+    unsigned total = 0;
+    for (;;) {
+        unsigned n = io_uring_peek_batch_cqe(&_ring, _batch.data(), static_cast<unsigned>(_batch.size()));
+        if (n == 0) break;
+        // Copy out before advancing so handlers can submit and the CQ can refill.
+        struct item {
+            completion* c;
+            int res;
+            uint32_t flags;
+        };
+        item items[256];
+        for (unsigned i = 0; i < n; ++i) {
+            items[i] = {reinterpret_cast<completion*>(io_uring_cqe_get_data(_batch[i])), _batch[i]->res,
+                        _batch[i]->flags};
+        }
+        io_uring_cq_advance(&_ring, n);
+        for (unsigned i = 0; i < n; ++i) {
+            if (items[i].c != nullptr) items[i].c->on_cqe(items[i].res, items[i].flags);
+        }
+        total += n;
+        run_posted();
+    }
+    run_posted();
+    return total;
+}
+
+void ring::run_posted() {
+    while (!_posted.empty()) {
+        _running.swap(_posted);
+        for (auto h : _running) h.resume();
+        _running.clear();
+    }
+}
+
+}  // namespace ringmail::engine

@@ -1,0 +1,64 @@
+// ring: one io_uring per shard thread, and the completion dispatch loop.
+//
+// Contract:
+// - Created on, and used only by, its shard's thread (IORING_SETUP_SINGLE_ISSUER
+//   | DEFER_TASKRUN). `this_ring()` is that thread's ring.
+// - Every SQE carries a `completion*` as user_data (or 0 for CQEs nobody wants,
+//   such as linked timeouts). The completion object must stay alive until its
+//   CQE has been dispatched; for coroutine awaitables it lives in the frame,
+//   which cannot be destroyed while suspended on it (see task.h).
+// - CQEs are copied out in batches and the CQ advanced before dispatch, so a
+//   handler may submit freely.
+#pragma once
+
+#include <liburing.h>
+
+#include <chrono>
+#include <coroutine>
+#include <cstdint>
+#include <vector>
+
+namespace ringmail::engine {
+
+struct completion {
+    virtual void on_cqe(int res, uint32_t flags) = 0;
+
+protected:
+    ~completion() = default;
+};
+
+class ring {
+public:
+    explicit ring(unsigned entries);
+    ~ring();
+    ring(const ring&) = delete;
+    ring& operator=(const ring&) = delete;
+
+    // An SQE with room for `linked - 1` more right behind it in the same
+    // submission (a linked timeout must not be split from its operation).
+    io_uring_sqe* sqe(unsigned linked = 1);
+
+    // Submits pending SQEs, waits up to `max_wait` for at least one CQE, and
+    // dispatches every CQE available. Returns the number dispatched.
+    unsigned run_once(std::chrono::milliseconds max_wait);
+
+    // Resume `h` after the current CQE batch (used to avoid deep recursion
+    // when one completion wakes many coroutines).
+    void post(std::coroutine_handle<> h) { _posted.push_back(h); }
+
+    io_uring* raw() { return &_ring; }
+
+private:
+    void run_posted();
+
+    io_uring _ring{};
+    std::vector<io_uring_cqe*> _batch;
+    std::vector<std::coroutine_handle<>> _posted;
+    std::vector<std::coroutine_handle<>> _running;
+};
+
+// The calling thread's ring (set by the shard that owns the thread).
+ring& this_ring();
+void set_this_ring(ring* r);
+
+}  // namespace ringmail::engine

@@ -1,0 +1,285 @@
+#include "protocols/smtp/client.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "engine/io.h"
+#include "engine/log.h"
+#include "protocols/smtp/dot_stuffing.h"
+
+namespace ringmail::smtp {
+
+namespace {
+// Joins a multi-line reply into one line (for logs and DSNs).
+std::string one_line(std::string_view raw) {
+    std::string s;
+    s.reserve(raw.size());
+    std::string_view rest = raw;
+    std::string_view text;
+    bool first = true;
+    while (next_reply_line(rest, text)) {
+        if (!first) s.push_back(' ');
+        first = false;
+        s.append(text);
+    }
+    if (s.empty()) s.assign(raw);
+    return s;
+}
+}  // namespace
+
+client::client(const config& cfg, net::socket_address destination)
+    : _cfg(cfg), _dest(destination), _peer_name(destination.to_string()) {}
+
+client::~client() {
+    if (_fd >= 0) ::close(_fd);
+}
+
+void client::abort() {
+    if (_fd >= 0) ::shutdown(_fd, SHUT_RDWR);
+}
+
+void client::set_error(std::string_view stage, const reply& r) {
+    if (r.code == 0) _last_error = fmt::format("lost connection with {} {}", _peer_name, stage);
+    else _last_error = fmt::format("{} said: {} (in reply to {})", _peer_name, r.text, stage);
+}
+
+engine::task<client::reply> client::read_reply(bool keep_raw) {
+    for (;;) {
+        auto p = parse_reply(_in);
+        if (p.status == parse_status::complete) {
+            reply r{p.code, one_line(p.raw), {}};
+            if (keep_raw) r.raw.assign(p.raw);
+            // Keep the code visible in the text, as Postfix logs it.
+            if (r.text.size() < 3 || r.text.compare(0, 3, std::to_string(p.code)) != 0)
+                r.text = fmt::format("{} {}", p.code, r.text);
+            _in.erase(0, p.consumed);
+            co_return r;
+        }
+        if (p.status == parse_status::error) {
+            _in.clear();
+            co_return reply{0, "malformed reply", {}};
+        }
+        int n = co_await engine::async_recv(_fd, _buf, sizeof _buf, _cfg.relay.command_timeout);
+        if (n <= 0) co_return reply{0, n == 0 ? "connection closed" : "timeout or error", {}};
+        _in.append(_buf, static_cast<size_t>(n));
+    }
+}
+
+engine::task<bool> client::send_all(std::string_view data) {
+    while (!data.empty()) {
+        int n = co_await engine::async_send(_fd, data.data(), data.size(), _cfg.relay.command_timeout);
+        if (n <= 0) co_return false;
+        data.remove_prefix(static_cast<size_t>(n));
+    }
+    co_return true;
+}
+
+engine::task<bool> client::send_body(std::string_view body) {
+    _iov.clear();
+    dot_stuff_segments(body, _iov);
+    size_t first = 0;
+    while (first < _iov.size()) {
+        size_t count = std::min<size_t>(_iov.size() - first, 1024);  // IOV_MAX
+        int n = co_await engine::async_sendmsg(_fd, _iov.data() + first, count, _cfg.relay.command_timeout);
+        if (n <= 0) co_return false;
+        // Advance past what was sent (a short send leaves a partial iovec).
+        size_t sent = static_cast<size_t>(n);
+        while (sent > 0 && first < _iov.size()) {
+            if (sent >= _iov[first].iov_len) {
+                sent -= _iov[first].iov_len;
+                ++first;
+            } else {
+                _iov[first].iov_base = static_cast<char*>(_iov[first].iov_base) + sent;
+                _iov[first].iov_len -= sent;
+                sent = 0;
+            }
+        }
+    }
+    co_return true;
+}
+
+engine::task<bool> client::open() {
+    _fd = ::socket(_dest.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (_fd < 0) {
+        _last_error = fmt::format("cannot create socket: {}", std::strerror(errno));
+        co_return false;
+    }
+    int one = 1;
+    ::setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = co_await engine::async_connect(_fd, _dest.sockaddr_ptr(), _dest.length(), _cfg.relay.connect_timeout);
+    if (rc < 0) {
+        _last_error = fmt::format("connect to {}: {}", _peer_name,
+                                  rc == -ETIMEDOUT ? "Connection timed out" : std::strerror(-rc));
+        co_return false;
+    }
+    reply greeting = co_await read_reply();
+    if (greeting.code / 100 != 2) {
+        set_error("the initial greeting", greeting);
+        co_return false;
+    }
+    co_await send_all(fmt::format("EHLO {}\r\n", _cfg.server.hostname));
+    reply ehlo = co_await read_reply(true);
+    if (ehlo.code == 0) {
+        set_error("EHLO", ehlo);
+        co_return false;
+    }
+    if (ehlo.code / 100 != 2) {
+        co_await send_all(fmt::format("HELO {}\r\n", _cfg.server.hostname));
+        reply helo = co_await read_reply();
+        if (helo.code / 100 != 2) {
+            set_error("HELO", helo);
+            co_return false;
+        }
+        _caps = {};
+    } else {
+        _ehlo_reply = std::move(ehlo.raw);
+        _caps = parse_ehlo_capabilities(_ehlo_reply);
+    }
+    co_return true;
+}
+
+engine::task<bool> client::deliver(const outbound_message& m, std::vector<delivery_outcome>& outcomes) {
+    const store::envelope& env = *m.envelope;
+    outcomes.assign(m.recipients.size(), delivery_outcome{});
+
+    _out.clear();
+    fmt::format_to(std::back_inserter(_out), "MAIL FROM:<{}>", env.sender);
+    if (_caps.size) fmt::format_to(std::back_inserter(_out), " SIZE={}", m.body.size());
+    if (_caps.eight_bit_mime && env.body == store::body_type::eight_bit_mime) _out.append(" BODY=8BITMIME");
+    if (_caps.smtputf8 && env.smtputf8) _out.append(" SMTPUTF8");
+    if (_caps.dsn) {
+        if (env.ret == store::dsn_ret::full) _out.append(" RET=FULL");
+        if (env.ret == store::dsn_ret::hdrs) _out.append(" RET=HDRS");
+        if (!env.envid.empty()) fmt::format_to(std::back_inserter(_out), " ENVID={}", env.envid);
+    }
+    _out.append("\r\n");
+    if (env.smtputf8 && !_caps.smtputf8) {
+        // RFC 6531 §3.5: cannot downgrade; a permanent failure for all.
+        for (auto& o : outcomes) o = {550, "550 5.6.7 next hop does not support SMTPUTF8"};
+        co_return true;
+    }
+
+    const bool pipelining = _caps.pipelining;
+    // Non-pipelined: send each command and wait; pipelined: send the group.
+    if (!pipelining) {
+        if (!co_await send_all(_out)) co_return false;
+        reply r = co_await read_reply();
+        if (r.code == 0) co_return false;
+        if (r.code / 100 != 2) {
+            set_error("MAIL FROM", r);
+            for (auto& o : outcomes) o = {r.code, _last_error};
+            co_await send_all("RSET\r\n");
+            reply rr = co_await read_reply();
+            co_return rr.code / 100 == 2;
+        }
+        _out.clear();
+    }
+
+    for (size_t i = 0; i < m.recipients.size(); ++i) {
+        const auto& rc = env.recipients[m.recipients[i]];
+        fmt::format_to(std::back_inserter(_out), "RCPT TO:<{}>", rc.address);
+        if (_caps.dsn) {
+            if (rc.notify != store::notify_unset) {
+                if (rc.notify & store::notify_never) {
+                    _out.append(" NOTIFY=NEVER");
+                } else {
+                    _out.append(" NOTIFY=");
+                    bool first = true;
+                    auto add = [&](const char* w) {
+                        if (!first) _out.push_back(',');
+                        _out.append(w);
+                        first = false;
+                    };
+                    if (rc.notify & store::notify_success) add("SUCCESS");
+                    if (rc.notify & store::notify_failure) add("FAILURE");
+                    if (rc.notify & store::notify_delay) add("DELAY");
+                }
+            }
+            if (!rc.orcpt.empty()) fmt::format_to(std::back_inserter(_out), " ORCPT={}", rc.orcpt);
+        }
+        _out.append("\r\n");
+        if (!pipelining) {
+            if (!co_await send_all(_out)) co_return false;
+            _out.clear();
+            reply r = co_await read_reply();
+            if (r.code == 0) co_return false;
+            if (r.code / 100 != 2) {
+                set_error("RCPT TO", r);
+                outcomes[i] = {r.code, _last_error};
+            }
+        }
+    }
+    _out.append("DATA\r\n");
+    if (!co_await send_all(_out)) co_return false;
+    _out.clear();
+
+    bool mail_ok = true;
+    if (pipelining) {
+        reply r = co_await read_reply();
+        if (r.code == 0) co_return false;
+        if (r.code / 100 != 2) {
+            mail_ok = false;
+            set_error("MAIL FROM", r);
+            for (auto& o : outcomes) o = {r.code, _last_error};
+        }
+        for (size_t i = 0; i < m.recipients.size(); ++i) {
+            reply rr = co_await read_reply();
+            if (rr.code == 0) co_return false;
+            if (mail_ok && rr.code / 100 != 2) {
+                set_error("RCPT TO", rr);
+                outcomes[i] = {rr.code, _last_error};
+            }
+        }
+    }
+    size_t accepted = 0;
+    for (auto& o : outcomes) accepted += o.code == 0 ? 1 : 0;
+    reply data = co_await read_reply();
+    if (data.code == 0) co_return false;
+    if (data.code != 354) {
+        if (accepted > 0) {
+            set_error("DATA", data);
+            for (auto& o : outcomes)
+                if (o.code == 0) o = {data.code, _last_error};
+        }
+        co_await send_all("RSET\r\n");
+        reply rr = co_await read_reply();
+        co_return rr.code / 100 == 2;
+    }
+    if (accepted == 0) {
+        // The server took DATA although no recipient was accepted: end it empty.
+        co_await send_all(".\r\n");
+        co_await read_reply();
+        co_return true;
+    }
+    if (!co_await send_body(m.body)) co_return false;
+    reply fin = co_await read_reply();
+    if (fin.code == 0) {
+        // No final reply: the message may or may not have been taken; retry
+        // later (a duplicate is allowed, a loss is not: RFC 5321 §6.1).
+        co_return false;
+    }
+    std::string text = fin.code / 100 == 2 ? fmt::format("{} ({})", _peer_name, fin.text)
+                                            : fmt::format("{} said: {} (in reply to end of DATA command)",
+                                                          _peer_name, fin.text);
+    for (auto& o : outcomes)
+        if (o.code == 0) o = {fin.code, text};
+    co_return true;
+}
+
+engine::task<void> client::quit() {
+    if (_fd < 0) co_return;
+    bool sent = co_await send_all("QUIT\r\n");
+    log::debug("relay {}: QUIT sent={}", _peer_name, sent);
+    if (sent) co_await read_reply();
+    log::debug("relay {}: QUIT done", _peer_name);
+    ::close(_fd);
+    _fd = -1;
+}
+
+}  // namespace ringmail::smtp

@@ -1,0 +1,314 @@
+#include "protocols/smtp/relay_scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "engine/log.h"
+#include "protocols/smtp/client.h"
+#include "protocols/smtp/dsn.h"
+#include "store/envelope.h"
+#include "store/retry_schedule.h"
+
+namespace ringmail::smtp {
+
+namespace {
+int64_t unix_now() {
+    return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+uint64_t unix_now_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+store::retry_policy policy_of(const config& cfg) {
+    store::retry_policy p;
+    p.min_backoff = std::chrono::duration_cast<std::chrono::seconds>(cfg.queue.min_backoff);
+    p.max_backoff = std::chrono::duration_cast<std::chrono::seconds>(cfg.queue.max_backoff);
+    p.max_age = std::chrono::duration_cast<std::chrono::seconds>(cfg.queue.max_age);
+    p.jitter = cfg.queue.jitter;
+    return p;
+}
+}  // namespace
+
+relay_scheduler::relay_scheduler(engine::shard& shard, std::shared_ptr<const config> cfg, store::spool& spool,
+                                 store::group_commit& commit, store::queue_id_generator& ids)
+    : _shard(shard), _cfg(std::move(cfg)), _spool(spool), _commit(commit), _ids(ids),
+      _rng(std::random_device{}()) {}
+
+void relay_scheduler::start() {
+    auto view = _spool.begin_read();
+    if (!view) {
+        log::error("shard {}: cannot read the queue: {}", _shard.index(), store::to_string(view.error()));
+    } else {
+        size_t loaded = 0, bad = 0;
+        int64_t now = unix_now();
+        auto walked = view->for_each_envelope([&](uint64_t id, std::string_view record) {
+            _ids.observe(id);
+            auto env = store::decode(record);
+            if (!env) {
+                ++bad;
+                log::error("{}: unreadable queue record ({}); left in place", store::to_hex(id).view(),
+                           store::to_string(env.error()));
+                return;
+            }
+            schedule(id, env->next_attempt <= now ? 0 : env->next_attempt);
+            ++loaded;
+        });
+        (void)walked;
+        if (loaded > 0 || bad > 0)
+            log::info("shard {}: {} queued messages scheduled ({} unreadable)", _shard.index(), loaded, bad);
+    }
+    _shard.hold();
+    engine::spawn(timer_loop());
+    kick();
+}
+
+void relay_scheduler::schedule(uint64_t id, int64_t due) {
+    if (due == 0) _ready.push_back(id);
+    else _deferred.emplace(due, id);
+}
+
+void relay_scheduler::enqueue(uint64_t id) {
+    _ready.push_back(id);
+    kick();
+}
+
+void relay_scheduler::flush() {
+    for (auto& [due, id] : _deferred) _ready.push_back(id);
+    _deferred.clear();
+    kick();
+}
+
+void relay_scheduler::kick() {
+    if (_stopping || _ready.empty()) return;
+    if (!_cfg->relay.smarthost) return;  // MX delivery is a later stage; mail waits in the queue
+    // Wake idle connections first, then open new ones up to the pool size.
+    size_t want = _ready.size();
+    while (want > 0 && !_idle.empty()) {
+        _idle.back()->wake();
+        _idle.pop_back();
+        --want;
+    }
+    while (want > 0 && _connections < _cfg->relay.pool_size) {
+        ++_connections;
+        _shard.hold();
+        engine::spawn(connection_loop());
+        --want;
+    }
+}
+
+void relay_scheduler::stop() {
+    _stopping = true;
+    for (auto* s : _idle) s->wake();
+    _idle.clear();
+    if (_timer) _timer->wake();
+}
+
+void relay_scheduler::force_stop() {
+    for (auto* c : _clients) c->abort();
+}
+
+engine::task<void> relay_scheduler::timer_loop() {
+    while (!_stopping) {
+        int64_t now = unix_now();
+        while (!_deferred.empty() && _deferred.begin()->first <= now) {
+            _ready.push_back(_deferred.begin()->second);
+            _deferred.erase(_deferred.begin());
+        }
+        kick();
+        engine::sleep_op tick(std::chrono::milliseconds(1000));
+        _timer = &tick;
+        co_await tick;
+        _timer = nullptr;
+    }
+    _shard.release();
+}
+
+engine::task<void> relay_scheduler::connection_loop() {
+    auto cfg = _cfg;  // one configuration for the connection's life
+    client c(*cfg, *cfg->relay.smarthost);
+    _clients.push_back(&c);
+    bool ok = co_await c.open();
+    if (!ok) {
+        // The destination is down: every ready message waits for its next
+        // attempt instead of each trying (and failing) a connection of its own.
+        log::warning("relay {}: {}", c.peer_name(), c.last_error());
+        std::deque<uint64_t> ids;
+        ids.swap(_ready);
+        for (uint64_t id : ids) co_await defer_without_attempt(id, c.last_error());
+    } else {
+        while (!_stopping) {
+            if (_ready.empty()) {
+                engine::sleep_op wait(cfg->relay.idle_timeout);
+                _idle.push_back(&wait);
+                log::debug("relay {}: idle", c.peer_name());
+                int woke = co_await wait;
+                log::debug("relay {}: idle wait ended ({})", c.peer_name(), woke);
+                auto it = std::find(_idle.begin(), _idle.end(), &wait);
+                if (it != _idle.end()) _idle.erase(it);
+                if (_ready.empty()) break;
+                continue;
+            }
+            uint64_t id = _ready.front();
+            _ready.pop_front();
+            if (!co_await deliver(c, id)) break;
+        }
+        co_await c.quit();
+    }
+    _clients.erase(std::find(_clients.begin(), _clients.end(), &c));
+    --_connections;
+    _shard.release();
+    if (!_ready.empty()) kick();
+}
+
+// Connection failed before the message was tried: count the attempt, keep
+// every recipient pending, schedule the retry.
+engine::task<void> relay_scheduler::defer_without_attempt(uint64_t id, std::string why) {
+    store::envelope env;
+    {
+        auto view = _spool.begin_read();
+        if (!view) co_return;
+        auto rec = view->envelope_record(id);
+        if (!rec) co_return;
+        auto decoded = store::decode(*rec);
+        if (!decoded) co_return;
+        env = std::move(*decoded);
+    }
+    int64_t now = unix_now();
+    env.attempts += 1;
+    env.last_error = why;
+    auto policy = policy_of(*_cfg);
+    std::uniform_real_distribution<double> u(0.0, 1.0);
+    env.next_attempt = now + store::next_delay(policy, env.attempts, u(_rng)).count();
+    std::string record;
+    store::encode(env, record);
+    auto r = co_await _commit.commit(store::spool_op{store::spool_op::kind::update, id, record, {}});
+    auto qid = store::to_hex(id);
+    for (const auto& rc : env.recipients) {
+        if (rc.state != store::rcpt_state::pending) continue;
+        log::info("{}: to=<{}> relay=none delay={} status=deferred ({})", qid.view(), rc.address,
+                  now - env.received_at, why);
+    }
+    if (!r) log::error("{}: cannot record deferral: {}", qid.view(), store::to_string(r.error()));
+    schedule(id, env.next_attempt);
+}
+
+engine::task<bool> relay_scheduler::deliver(client& c, uint64_t id) {
+    auto qid = store::to_hex(id);
+    auto view = _spool.begin_read();
+    if (!view) {
+        log::error("{}: cannot read the queue: {}", qid.view(), store::to_string(view.error()));
+        schedule(id, unix_now() + 60);
+        co_return true;
+    }
+    auto rec = view->envelope_record(id);
+    auto body = view->body(id);
+    if (!rec || !body) {
+        log::warning("{}: not in the queue any more", qid.view());
+        co_return true;
+    }
+    auto decoded = store::decode(*rec);
+    if (!decoded) {
+        log::error("{}: unreadable queue record ({})", qid.view(), store::to_string(decoded.error()));
+        co_return true;
+    }
+    store::envelope env = std::move(*decoded);
+
+    std::vector<size_t> todo;
+    for (size_t i = 0; i < env.recipients.size(); ++i)
+        if (env.recipients[i].state == store::rcpt_state::pending) todo.push_back(i);
+
+    std::vector<delivery_outcome> outcomes;
+    bool reusable = co_await c.deliver(outbound_message{&env, todo, *body}, outcomes);
+
+    int64_t now = unix_now();
+    int64_t delay = now - env.received_at;
+    env.attempts += 1;
+    auto policy = policy_of(*_cfg);
+    bool is_expired = store::expired(policy, env.received_at, now);
+    std::vector<std::pair<size_t, dsn_failure>> failed_now;
+    size_t still_pending = 0;
+    for (size_t k = 0; k < todo.size(); ++k) {
+        auto& rc = env.recipients[todo[k]];
+        const auto& o = outcomes[k];
+        if (o.code == 0) {
+            rc.last_reply = c.last_error().empty() ? "lost connection" : c.last_error();
+        } else {
+            rc.last_reply = o.reply;
+        }
+        if (o.code / 100 == 2) {
+            rc.state = store::rcpt_state::delivered;
+            log::info("{}: to=<{}> relay={} delay={} status=sent ({})", qid.view(), rc.address, c.peer_name(),
+                      delay, o.reply);
+        } else if (o.code / 100 == 5) {
+            rc.state = store::rcpt_state::failed;
+            failed_now.emplace_back(todo[k], dsn_failure::permanent);
+            log::info("{}: to=<{}> relay={} delay={} status=bounced ({})", qid.view(), rc.address, c.peer_name(),
+                      delay, o.reply);
+        } else if (is_expired) {
+            rc.state = store::rcpt_state::failed;
+            failed_now.emplace_back(todo[k], dsn_failure::expired);
+            log::info("{}: to=<{}> relay={} delay={} status=expired, returned to sender ({})", qid.view(),
+                      rc.address, c.peer_name(), delay, rc.last_reply);
+        } else {
+            ++still_pending;
+            env.last_error = rc.last_reply;
+            log::info("{}: to=<{}> relay={} delay={} status=deferred ({})", qid.view(), rc.address, c.peer_name(),
+                      delay, rc.last_reply);
+        }
+    }
+
+    // Bounce first, then record: a crash in between gives a duplicate DSN at
+    // worst, never a lost one.
+    if (!failed_now.empty()) {
+        std::vector<dsn_recipient> report;
+        for (auto [i, why] : failed_now) {
+            const auto& rc = env.recipients[i];
+            if (should_bounce(env, rc)) report.push_back(dsn_recipient{rc.address, rc.orcpt, c.peer_name(), rc.last_reply, why});
+        }
+        if (!report.empty()) {
+            uint64_t dsn_id = _ids.next(unix_now_us());
+            std::string dsn = build_dsn(dsn_input{_cfg->server.hostname, env, report, *body, now, dsn_id,
+                                                  dsn_default_max_attached_bytes});
+            store::envelope denv;
+            denv.id = dsn_id;
+            denv.received_at = now;
+            denv.client_address = "local";
+            denv.helo = _cfg->server.hostname;
+            denv.sender = "";
+            denv.size = dsn.size();
+            denv.is_dsn = true;
+            denv.next_attempt = now;
+            auto& to = denv.recipients.emplace_back();
+            to.address = env.sender;
+            std::string drec;
+            store::encode(denv, drec);
+            std::string_view part = dsn;
+            auto r = co_await _commit.commit(store::spool_op{store::spool_op::kind::put, dsn_id, drec, {&part, 1}});
+            if (r) {
+                log::info("{}: sender non-delivery notification: {}", qid.view(), store::to_hex(dsn_id).view());
+                enqueue(dsn_id);
+            } else {
+                log::error("{}: cannot queue the bounce: {}", qid.view(), store::to_string(r.error()));
+            }
+        }
+    }
+
+    result<void, store::spool_error> r{};
+    if (still_pending == 0) {
+        r = co_await _commit.commit(store::spool_op{store::spool_op::kind::remove, id, {}, {}});
+        if (r) log::info("{}: removed", qid.view());
+    } else {
+        std::uniform_real_distribution<double> u(0.0, 1.0);
+        env.next_attempt = now + store::next_delay(policy, env.attempts, u(_rng)).count();
+        std::string record;
+        store::encode(env, record);
+        r = co_await _commit.commit(store::spool_op{store::spool_op::kind::update, id, record, {}});
+        schedule(id, env.next_attempt);
+    }
+    if (!r) log::error("{}: cannot record the delivery outcome: {}", qid.view(), store::to_string(r.error()));
+    co_return reusable;
+}
+
+}  // namespace ringmail::smtp

@@ -1,0 +1,77 @@
+"""Temporary failures at the smarthost: deferred, visible in the queue, retried."""
+from __future__ import annotations
+
+import smtplib
+import time
+
+from conftest import make_message, queue_id_of, unique
+
+
+def submit(d, msgid: str, rcpts=("bob@example.test",)) -> str:
+    with smtplib.SMTP(d.host, d.port, timeout=30) as c:
+        c.ehlo("client.example.test")
+        assert c.mail("alice@example.test")[0] == 250
+        for r in rcpts:
+            assert c.rcpt(r)[0] == 250
+        code, resp = c.data(make_message(msgid, "retry me", b"retry body\r\n"))
+        assert code == 250, resp
+        return queue_id_of(resp.decode())
+
+
+def wait_queued(d, qid: str, pred, timeout: float = 30.0) -> dict:
+    deadline = time.monotonic() + timeout
+    doc = {}
+    while time.monotonic() < deadline:
+        doc = d.queue_json()
+        for m in doc["messages"]:
+            if m["id"] == qid and pred(m):
+                return m
+        time.sleep(0.1)
+    raise AssertionError(f"{qid} not in the queue as expected within {timeout:.0f}s: {doc}")
+
+
+def test_greylisted_then_delivered(daemon, sink):
+    """451 on the first attempt; the 1 s back-off brings a second attempt that succeeds."""
+    sink.tempfail_first_per_msgid = True
+    msgid = unique("grey")
+    qid = submit(daemon, msgid)
+    sink.wait_for(lambda ms: [m for m in ms if m.message_id == f"<{msgid}>"], 60,
+                  "the retried message")
+    atts = [m for m in sink.snapshot_attempts() if m.message_id == f"<{msgid}>"]
+    assert [a.reply[:3] for a in atts] == ["451", "250"], [a.reply for a in atts]
+    assert atts[1].time - atts[0].time >= 0.5, "retried without back-off"
+    daemon.wait_log(rf"{qid}: to=<?bob@example\.test>? relay=\S+ delay=\S+ status=deferred .*451")
+    daemon.wait_log(rf"{qid}: to=<?bob@example\.test>? relay=\S+ delay=\S+ status=sent")
+    daemon.wait_queue_empty(10)
+
+
+def test_deferred_visible_in_queue_then_flush(start_daemon, sink):
+    """With a long back-off the deferred message stays queued (ringmailctl shows why)
+    until `ringmailctl queue flush` makes the daemon retry it now."""
+    d = start_daemon(sink, config={"queue": {"min_backoff": "10m", "max_backoff": "1h"}})
+    sink.tempfail_first_per_msgid = True
+    msgid = unique("flush")
+    qid = submit(d, msgid, rcpts=("bob@example.test", "carol@example.test"))
+    m = wait_queued(d, qid, lambda m: m["attempts"] >= 1 and "451" in (m["last_error"] or ""))
+    assert m["sender"] == "alice@example.test", m
+    assert sorted(m["recipients"]) == ["bob@example.test", "carol@example.test"], m
+    assert m["next_attempt"], m
+    assert not sink.with_message_id(f"<{msgid}>")
+    r = d.ctl("queue", "flush")
+    assert r.returncode == 0, f"queue flush exited {r.returncode}: {r.stdout}{r.stderr}"
+    sink.wait_for(lambda ms: sorted(r for x in ms if x.message_id == f"<{msgid}>"
+                                    for r in x.rcpt_tos) == ["bob@example.test",
+                                                              "carol@example.test"],
+                  30, "delivery after flush")
+    d.wait_queue_empty(10)
+
+
+def test_queue_json_while_smarthost_down(start_daemon, sink):
+    """The smarthost refuses connections: the message is deferred with a connection error."""
+    from sink import free_port
+    d = start_daemon(f"127.0.0.1:{free_port()}")       # nothing listens there
+    qid = submit(d, unique("down"))
+    m = wait_queued(d, qid, lambda m: m["attempts"] >= 1 and m["last_error"])
+    assert m["recipients"] == ["bob@example.test"], m
+    doc = d.queue_json()
+    assert doc["count"] == len(doc["messages"]) >= 1

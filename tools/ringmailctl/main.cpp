@@ -1,0 +1,153 @@
+// ringmailctl: the admin CLI. Reads the queue straight from the spool (LMDB
+// read-only, safe while ringmaild runs) and signals the daemon for actions.
+//   ringmailctl [--config FILE] queue [--json]     list queued messages
+//   ringmailctl [--config FILE] queue flush        retry deferred mail now
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "engine/config.h"
+#include "store/envelope.h"
+#include "store/queue_id.h"
+#include "store/spool.h"
+
+using namespace ringmail;
+
+namespace {
+
+std::string format_time(int64_t t) {
+    if (t <= 0) return "-";
+    time_t tt = static_cast<time_t>(t);
+    tm parts{};
+    gmtime_r(&tt, &parts);
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &parts);
+    return buf;
+}
+
+int list_queue(const config& cfg, bool json) {
+    nlohmann::json messages = nlohmann::json::array();
+    size_t count = 0, recipients = 0;
+    bool any_spool = false;
+    for (unsigned i = 0; i < 256; ++i) {
+        std::string dir = cfg.server.data_dir + "/shard-" + std::to_string(i);
+        if (!std::filesystem::exists(dir)) continue;
+        any_spool = true;
+        auto sp = store::spool::open_read_only(dir);
+        if (!sp) {
+            std::fprintf(stderr, "ringmailctl: cannot open %s: %s\n", dir.c_str(), store::to_string(sp.error()));
+            return 1;
+        }
+        auto view = sp->begin_read();
+        if (!view) {
+            std::fprintf(stderr, "ringmailctl: cannot read %s: %s\n", dir.c_str(), store::to_string(view.error()));
+            return 1;
+        }
+        auto walked = view->for_each_envelope([&](uint64_t id, std::string_view record) {
+            auto env = store::decode(record);
+            std::string qid(store::to_hex(id).view());
+            if (!env) {
+                if (json) messages.push_back({{"id", qid}, {"error", store::to_string(env.error())}});
+                else std::printf("%s  (unreadable record: %s)\n", qid.c_str(), store::to_string(env.error()));
+                ++count;
+                return;
+            }
+            nlohmann::json rcpts = nlohmann::json::array();
+            std::vector<std::string> pending;
+            for (const auto& r : env->recipients) {
+                const char* state = r.state == store::rcpt_state::pending
+                                        ? "pending"
+                                        : (r.state == store::rcpt_state::delivered ? "delivered" : "failed");
+                rcpts.push_back({{"address", r.address}, {"state", state}, {"last_reply", r.last_reply}});
+                if (r.state == store::rcpt_state::pending) pending.push_back(r.address);
+            }
+            ++count;
+            recipients += pending.size();
+            if (json) {
+                messages.push_back({{"id", qid},
+                                    {"shard", i},
+                                    {"sender", env->sender},
+                                    {"recipients", pending},
+                                    {"recipient_status", rcpts},
+                                    {"size", env->size},
+                                    {"received_at", env->received_at},
+                                    {"attempts", env->attempts},
+                                    {"next_attempt", env->next_attempt},
+                                    {"last_error", env->last_error},
+                                    {"is_dsn", env->is_dsn}});
+            } else {
+                std::printf("%s %8llu %s  <%s>\n", qid.c_str(), static_cast<unsigned long long>(env->size),
+                            format_time(env->received_at).c_str(), env->sender.c_str());
+                std::printf("    attempts %u, next attempt %s%s%s\n", env->attempts,
+                            format_time(env->next_attempt).c_str(), env->last_error.empty() ? "" : ", last error: ",
+                            env->last_error.c_str());
+                for (const auto& a : pending) std::printf("    <%s>\n", a.c_str());
+            }
+        });
+        if (!walked) {
+            std::fprintf(stderr, "ringmailctl: cannot walk %s: %s\n", dir.c_str(), store::to_string(walked.error()));
+            return 1;
+        }
+    }
+    if (json) {
+        nlohmann::json out{{"messages", messages}, {"count", count}, {"recipients", recipients}};
+        std::printf("%s\n", out.dump(2).c_str());
+    } else if (!any_spool) {
+        std::printf("Queue is empty (no spool in %s yet)\n", cfg.server.data_dir.c_str());
+    } else if (count == 0) {
+        std::printf("Queue is empty\n");
+    } else {
+        std::printf("-- %zu message%s, %zu pending recipient%s\n", count, count == 1 ? "" : "s", recipients,
+                    recipients == 1 ? "" : "s");
+    }
+    return 0;
+}
+
+int flush_queue(const config& cfg) {
+    std::ifstream in(cfg.server.pid_file);
+    long pid = 0;
+    if (!(in >> pid) || pid <= 1) {
+        std::fprintf(stderr, "ringmailctl: ringmaild does not seem to run (no pid in %s)\n", cfg.server.pid_file.c_str());
+        return 1;
+    }
+    if (::kill(static_cast<pid_t>(pid), SIGUSR1) != 0) {
+        std::fprintf(stderr, "ringmailctl: cannot signal ringmaild (pid %ld): %s\n", pid, std::strerror(errno));
+        return 1;
+    }
+    std::printf("flush requested (pid %ld)\n", pid);
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    CLI::App app{"ringmailctl: administer a ringmail queue"};
+    std::string config_path;
+    app.add_option("-c,--config", config_path, "ringmaild's configuration file (default: the embedded default)");
+    app.set_version_flag("-V,--version", std::string("ringmailctl ") + RINGMAIL_VERSION);
+    app.require_subcommand(1);
+    auto* queue = app.add_subcommand("queue", "list queued messages (or: queue flush)");
+    bool json = false;
+    queue->add_flag("--json", json, "print JSON");
+    auto* flush = queue->add_subcommand("flush", "ask ringmaild to retry deferred mail now");
+    CLI11_PARSE(app, argc, argv);
+
+    config cfg;
+    try {
+        cfg = config_path.empty() ? load_config_string(default_config_toml, "<embedded default>")
+                                  : load_config_file(config_path);
+    } catch (const config_error& e) {
+        std::fprintf(stderr, "ringmailctl: configuration error: %s\n", e.what());
+        return 2;
+    }
+    if (flush->parsed()) return flush_queue(cfg);
+    return list_queue(cfg, json);
+}

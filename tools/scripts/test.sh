@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The README test command: installs what the tests need, builds, runs every suite
+# (GoogleTest unit tests through meson, then the pytest integration suite against the
+# real daemon), and ends with one line "N passed, N failed[, N skipped]".
+#
+# It never stops at the first failing suite: every step runs, then the summary is
+# printed, and the exit status is non-zero if any test failed or any suite could not
+# run. Works non-interactively (CI=true, no stdin, no tty) from a clean clone.
+#
+# Environment:
+#   RINGMAIL_BUILD_DIR   build directory (default: build)
+#   PYTEST_ARGS          extra arguments for pytest (e.g. "-k smuggling -x")
+set -uo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+repo=$(pwd)
+build=${RINGMAIL_BUILD_DIR:-build}
+export RINGMAIL_BUILD_DIR="$build"
+py=/usr/bin/python3        # Debian's python3 (has python3-pytest, python3-aiosmtpd), never a pyenv one
+
+errors=()       # suites/steps that could not run; each counts as one failure in the summary
+step() { echo "==> $*" >&2; }
+fail() { echo "test.sh: $*" >&2; errors+=("$*"); }
+
+# 1. Dependencies (build + test packages). Nothing else can run without them.
+step "install dependencies"
+if ! tools/scripts/install-deps.sh --test </dev/null; then
+  fail "install-deps.sh --test failed"
+fi
+
+# 2. Configure. A configured build dir is reconfigured (cheap; picks up a new meson or
+#    changed options); if that fails, it is wiped and set up again.
+step "configure $build"
+if [[ -f "$build/meson-private/coredata.dat" ]]; then
+  meson setup --reconfigure "$build" </dev/null >/dev/null \
+    || meson setup --wipe "$build" </dev/null \
+    || fail "meson setup --wipe $build failed"
+else
+  meson setup "$build" </dev/null || fail "meson setup $build failed"
+fi
+
+# 3. Build.
+step "build"
+ninja -C "$build" </dev/null || fail "build failed"
+
+# Stale results from an earlier run must never be counted.
+meson_junit="$build/meson-logs/testlog.junit.xml"
+pytest_junit="$build/pytest-junit.xml"
+rm -f "$meson_junit" "$build/meson-logs/testlog.json" "$pytest_junit"
+# GoogleTest writes <test>.xml into the build dir and meson reads it back: a stale one
+# would hide a crash of the same executable in this run.
+find "$build" -maxdepth 1 -name '*.xml' -delete 2>/dev/null
+
+# 4. Unit tests (GoogleTest executables registered with protocol 'gtest').
+step "unit tests (meson test)"
+if [[ -f "$build/build.ninja" ]]; then
+  meson test -C "$build" --print-errorlogs </dev/null
+  # A non-zero exit with a junit file is test failures, counted from the file; without
+  # one (e.g. the build failed) summarize.py counts the missing file as a failure.
+  if [[ ! -f "$meson_junit" ]] && [[ -z "$(meson test -C "$build" --list </dev/null 2>/dev/null)" ]]; then
+    echo "test.sh: no unit tests are registered with meson yet" >&2
+    meson_junit=""
+  fi
+else
+  fail "unit tests not run: $build is not configured"
+fi
+
+# 5. Integration tests (real daemon, real clients).
+step "integration tests (pytest)"
+timeout_args=()
+if "$py" -c 'import pytest_timeout' 2>/dev/null; then
+  timeout_args=(-p timeout --timeout=300)
+fi
+# shellcheck disable=SC2086
+"$py" -m pytest tests/integration -q -p no:cacheprovider "${timeout_args[@]}" \
+  --junitxml="$pytest_junit" ${PYTEST_ARGS:-} </dev/null
+rc=$?
+case $rc in
+  0|1) ;;                                   # 1 = some tests failed; counted from the junit file
+  5) fail "pytest collected no tests" ;;
+  *) fail "pytest exited $rc (interrupted, internal or usage error)" ;;
+esac
+
+# 6. One summary over every suite; its last line is "N passed, N failed[, N skipped]".
+step "summary"
+err_args=()
+for e in "${errors[@]}"; do err_args+=(--error "$e"); done
+# summarize.py exits non-zero when anything failed, a junit file is missing or an
+# --error was given; nothing is printed after its last line.
+exec "$py" tests/summarize.py "${err_args[@]}" ${meson_junit:+"$meson_junit"} "$pytest_junit"
