@@ -147,10 +147,16 @@ TEST(data_reader, random_splits_agree) {
         ASSERT_EQ(split.flags.saw_nul, whole.flags.saw_nul) << iter;
         ASSERT_EQ(split.flags.line_too_long, whole.flags.line_too_long) << iter;
         // The end is exactly the first CRLF.CRLF (or ".\r\n" at the start).
-        std::size_t term = wire.rfind(".\r\n", 0) == 0 ? 3 : wire.find("\r\n.\r\n");
-        if (term != 3 && term != std::string::npos) term += 5;
+        std::size_t term = std::string::npos;
+        if (wire.rfind(".\r\n", 0) == 0) {
+            term = 3;
+        } else if (std::size_t f = wire.find("\r\n.\r\n"); f != std::string::npos) {
+            term = f + 5;
+        }
         ASSERT_EQ(whole.done, term != std::string::npos) << iter;
-        if (whole.done) ASSERT_EQ(whole.consumed, term) << iter;
+        if (whole.done) {
+            ASSERT_EQ(whole.consumed, term) << iter;
+        }
     }
 }
 
