@@ -21,6 +21,9 @@
 //    by one thread at a time.
 //  - open_read_only() works while the daemon has the spool open (the admin CLI,
 //    tools/): it sees every committed transaction as of its begin_read().
+//  - Open a given directory at most once per process (LMDB's POSIX locks are
+//    per process: closing a second handle drops the first one's locks). The
+//    unit tests break this rule only briefly and on purpose.
 //
 // Lifetimes:
 //  - A read_view is one LMDB read transaction. Every string_view it returns
