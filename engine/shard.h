@@ -59,6 +59,7 @@ public:
     buffer_ring& buffers() { return *_buffers; }
     chunk_pool& chunks() { return _chunks; }
     bool stopping() const { return _stopping; }
+    void set_shutdown_timeout(std::chrono::milliseconds t) { _opts.shutdown_timeout = t; }
     // Takes ownership of a bound, listening socket and accepts on it (multishot).
     void listen(int listen_fd, accept_fn on_accept);
     void on_stop(std::function<void()> hook) { _stop_hooks.push_back(std::move(hook)); }

@@ -54,6 +54,12 @@ public:
 
     awaitable commit(spool_op op) { return awaitable{*this, waiter{op, {}, {}}}; }
 
+    // New batching parameters (reload); take effect from the next op.
+    void set_batching(std::chrono::milliseconds window, size_t max_batch) {
+        _window = window;
+        _max_batch = max_batch == 0 ? 1 : max_batch;
+    }
+
     // Number of transactions and ops committed so far (for stats/benchmarks).
     uint64_t transactions() const { return _transactions; }
     uint64_t ops() const { return _ops_done; }

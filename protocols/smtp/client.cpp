@@ -41,7 +41,12 @@ client::~client() {
 }
 
 void client::abort() {
-    if (_fd >= 0) ::shutdown(_fd, SHUT_RDWR);
+    if (_fd < 0) return;
+    ::shutdown(_fd, SHUT_RDWR);
+    // shutdown() does not end a connect in progress: cancel whatever is in flight.
+    io_uring_sqe* s = engine::this_ring().sqe();
+    io_uring_prep_cancel_fd(s, _fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data(s, nullptr);
 }
 
 void client::set_error(std::string_view stage, const reply& r) {

@@ -163,35 +163,24 @@ engine::task<void> relay_scheduler::connection_loop() {
 }
 
 // Connection failed before the message was tried: count the attempt, keep
-// every recipient pending, schedule the retry.
+// every recipient pending (or expire it), schedule the retry.
 engine::task<void> relay_scheduler::defer_without_attempt(uint64_t id, std::string why) {
-    store::envelope env;
-    {
-        auto view = _spool.begin_read();
-        if (!view) co_return;
-        auto rec = view->envelope_record(id);
-        if (!rec) co_return;
-        auto decoded = store::decode(*rec);
-        if (!decoded) co_return;
-        env = std::move(*decoded);
+    auto view = _spool.begin_read();
+    if (!view) {
+        schedule(id, unix_now() + 60);
+        co_return;
     }
-    int64_t now = unix_now();
-    env.attempts += 1;
-    env.last_error = why;
-    auto policy = policy_of(*_cfg);
-    std::uniform_real_distribution<double> u(0.0, 1.0);
-    env.next_attempt = now + store::next_delay(policy, env.attempts, u(_rng)).count();
-    std::string record;
-    store::encode(env, record);
-    auto r = co_await _commit.commit(store::spool_op{store::spool_op::kind::update, id, record, {}});
-    auto qid = store::to_hex(id);
-    for (const auto& rc : env.recipients) {
-        if (rc.state != store::rcpt_state::pending) continue;
-        log::info("{}: to=<{}> relay=none delay={} status=deferred ({})", qid.view(), rc.address,
-                  now - env.received_at, why);
-    }
-    if (!r) log::error("{}: cannot record deferral: {}", qid.view(), store::to_string(r.error()));
-    schedule(id, env.next_attempt);
+    auto rec = view->envelope_record(id);
+    auto body = view->body(id);
+    if (!rec || !body) co_return;  // gone (removed meanwhile)
+    auto decoded = store::decode(*rec);
+    if (!decoded) co_return;
+    store::envelope env = std::move(*decoded);
+    std::vector<rcpt_result> results;
+    for (size_t i = 0; i < env.recipients.size(); ++i)
+        if (env.recipients[i].state == store::rcpt_state::pending) results.push_back({i, 0, why});
+    std::optional<store::read_view> holder(std::move(*view));
+    co_await record_attempt(id, env, results, "none", holder, *body);
 }
 
 engine::task<bool> relay_scheduler::deliver(client& c, uint64_t id) {
@@ -219,79 +208,90 @@ engine::task<bool> relay_scheduler::deliver(client& c, uint64_t id) {
     for (size_t i = 0; i < env.recipients.size(); ++i)
         if (env.recipients[i].state == store::rcpt_state::pending) todo.push_back(i);
 
+    // The body is sent straight from the map: the read view stays open until
+    // the send is done (and the DSN, if any, is built).
     std::vector<delivery_outcome> outcomes;
     bool reusable = co_await c.deliver(outbound_message{&env, todo, *body}, outcomes);
 
+    std::vector<rcpt_result> results;
+    results.reserve(todo.size());
+    for (size_t k = 0; k < todo.size(); ++k) {
+        const auto& o = outcomes[k];
+        results.push_back({todo[k], o.code,
+                           o.code != 0 ? o.reply : (c.last_error().empty() ? "lost connection" : c.last_error())});
+    }
+    std::optional<store::read_view> holder(std::move(*view));
+    co_await record_attempt(id, env, results, c.peer_name(), holder, *body);
+    co_return reusable;
+}
+
+engine::task<void> relay_scheduler::record_attempt(uint64_t id, store::envelope& env,
+                                                   std::vector<rcpt_result>& results, std::string relay,
+                                                   std::optional<store::read_view>& view, std::string_view body) {
+    auto qid = store::to_hex(id);
     int64_t now = unix_now();
     int64_t delay = now - env.received_at;
     env.attempts += 1;
     auto policy = policy_of(*_cfg);
     bool is_expired = store::expired(policy, env.received_at, now);
-    std::vector<std::pair<size_t, dsn_failure>> failed_now;
+    std::vector<dsn_recipient> report;
     size_t still_pending = 0;
-    for (size_t k = 0; k < todo.size(); ++k) {
-        auto& rc = env.recipients[todo[k]];
-        const auto& o = outcomes[k];
-        if (o.code == 0) {
-            rc.last_reply = c.last_error().empty() ? "lost connection" : c.last_error();
-        } else {
-            rc.last_reply = o.reply;
-        }
-        if (o.code / 100 == 2) {
+    for (const auto& r : results) {
+        auto& rc = env.recipients[r.index];
+        rc.last_reply = r.reply;
+        auto to = log::escaped(rc.address, 256);
+        auto said = log::escaped(r.reply, 512);
+        if (r.code / 100 == 2) {
             rc.state = store::rcpt_state::delivered;
-            log::info("{}: to=<{}> relay={} delay={} status=sent ({})", qid.view(), rc.address, c.peer_name(),
-                      delay, o.reply);
-        } else if (o.code / 100 == 5) {
-            rc.state = store::rcpt_state::failed;
-            failed_now.emplace_back(todo[k], dsn_failure::permanent);
-            log::info("{}: to=<{}> relay={} delay={} status=bounced ({})", qid.view(), rc.address, c.peer_name(),
-                      delay, o.reply);
-        } else if (is_expired) {
-            rc.state = store::rcpt_state::failed;
-            failed_now.emplace_back(todo[k], dsn_failure::expired);
-            log::info("{}: to=<{}> relay={} delay={} status=expired, returned to sender ({})", qid.view(),
-                      rc.address, c.peer_name(), delay, rc.last_reply);
-        } else {
-            ++still_pending;
-            env.last_error = rc.last_reply;
-            log::info("{}: to=<{}> relay={} delay={} status=deferred ({})", qid.view(), rc.address, c.peer_name(),
-                      delay, rc.last_reply);
+            log::info("{}: to=<{}> relay={} delay={} status=sent ({})", qid.view(), to, relay, delay, said);
+            continue;
         }
+        if (r.code / 100 == 5 || is_expired) {
+            rc.state = store::rcpt_state::failed;
+            bool permanent = r.code / 100 == 5;
+            log::info("{}: to=<{}> relay={} delay={} status={} ({})", qid.view(), to, relay, delay,
+                      permanent ? "bounced" : "expired, returned to sender", said);
+            if (should_bounce(env, rc))
+                report.push_back(dsn_recipient{rc.address, rc.orcpt, relay == "none" ? "" : relay, rc.last_reply,
+                                               permanent ? dsn_failure::permanent : dsn_failure::expired});
+            continue;
+        }
+        ++still_pending;
+        env.last_error = r.reply;
+        log::info("{}: to=<{}> relay={} delay={} status=deferred ({})", qid.view(), to, relay, delay, said);
     }
 
-    // Bounce first, then record: a crash in between gives a duplicate DSN at
-    // worst, never a lost one.
-    if (!failed_now.empty()) {
-        std::vector<dsn_recipient> report;
-        for (auto [i, why] : failed_now) {
-            const auto& rc = env.recipients[i];
-            if (should_bounce(env, rc)) report.push_back(dsn_recipient{rc.address, rc.orcpt, c.peer_name(), rc.last_reply, why});
-        }
-        if (!report.empty()) {
-            uint64_t dsn_id = _ids.next(unix_now_us());
-            std::string dsn = build_dsn(dsn_input{_cfg->server.hostname, env, report, *body, now, dsn_id,
-                                                  dsn_default_max_attached_bytes});
-            store::envelope denv;
-            denv.id = dsn_id;
-            denv.received_at = now;
-            denv.client_address = "local";
-            denv.helo = _cfg->server.hostname;
-            denv.sender = "";
-            denv.size = dsn.size();
-            denv.is_dsn = true;
-            denv.next_attempt = now;
-            auto& to = denv.recipients.emplace_back();
-            to.address = env.sender;
-            std::string drec;
-            store::encode(denv, drec);
-            std::string_view part = dsn;
-            auto r = co_await _commit.commit(store::spool_op{store::spool_op::kind::put, dsn_id, drec, {&part, 1}});
-            if (r) {
-                log::info("{}: sender non-delivery notification: {}", qid.view(), store::to_hex(dsn_id).view());
-                enqueue(dsn_id);
-            } else {
-                log::error("{}: cannot queue the bounce: {}", qid.view(), store::to_string(r.error()));
-            }
+    // Bounce first, then record the outcome: a crash in between gives a
+    // duplicate DSN at worst, never a lost one.
+    std::string dsn;
+    uint64_t dsn_id = 0;
+    if (!report.empty()) {
+        dsn_id = _ids.next(unix_now_us());
+        dsn = build_dsn(dsn_input{_cfg->server.hostname, env, report, body, now, dsn_id,
+                                  dsn_default_max_attached_bytes});
+    }
+    // Everything that needs the stored body is done: end the read transaction
+    // before waiting on commits, so old pages can be reused.
+    view.reset();
+    if (!dsn.empty()) {
+        store::envelope denv;
+        denv.id = dsn_id;
+        denv.received_at = now;
+        denv.client_address = "local";
+        denv.helo = _cfg->server.hostname;
+        denv.size = dsn.size();
+        denv.is_dsn = true;
+        denv.next_attempt = now;
+        denv.recipients.emplace_back().address = env.sender;
+        std::string drec;
+        store::encode(denv, drec);
+        std::string_view part = dsn;
+        auto r = co_await _commit.commit(store::spool_op{store::spool_op::kind::put, dsn_id, drec, {&part, 1}});
+        if (r) {
+            log::info("{}: sender non-delivery notification: {}", qid.view(), store::to_hex(dsn_id).view());
+            enqueue(dsn_id);
+        } else {
+            log::error("{}: cannot queue the bounce: {}", qid.view(), store::to_string(r.error()));
         }
     }
 
@@ -308,7 +308,6 @@ engine::task<bool> relay_scheduler::deliver(client& c, uint64_t id) {
         schedule(id, env.next_attempt);
     }
     if (!r) log::error("{}: cannot record the delivery outcome: {}", qid.view(), store::to_string(r.error()));
-    co_return reusable;
 }
 
 }  // namespace ringmail::smtp

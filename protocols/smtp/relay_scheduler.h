@@ -18,6 +18,8 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <optional>
+#include <string>
 #include <memory>
 #include <random>
 #include <vector>
@@ -26,6 +28,7 @@
 #include "engine/io.h"
 #include "engine/shard.h"
 #include "engine/task.h"
+#include "store/envelope.h"
 #include "store/group_commit.h"
 #include "store/queue_id.h"
 #include "store/spool.h"
@@ -56,8 +59,19 @@ public:
 private:
     engine::task<void> timer_loop();
     engine::task<void> connection_loop();
+    // One recipient's result of an attempt: code 0 means no answer (temporary).
+    struct rcpt_result {
+        size_t index;
+        int code;
+        std::string reply;
+    };
     engine::task<bool> deliver(client& c, uint64_t id);
     engine::task<void> defer_without_attempt(uint64_t id, std::string why);
+    // Applies the results to the envelope, bounces what failed (DSN), and
+    // records the outcome durably; ends `view` once the body is no longer needed.
+    engine::task<void> record_attempt(uint64_t id, store::envelope& env, std::vector<rcpt_result>& results,
+                                      std::string relay, std::optional<store::read_view>& view,
+                                      std::string_view body);
     void kick();
     void schedule(uint64_t id, int64_t due);
 

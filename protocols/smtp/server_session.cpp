@@ -384,8 +384,7 @@ server_session::action server_session::process(std::string_view in, size_t& cons
                 if (_bdat_failed != nullptr) {
                     // RFC 3030 §2: after a failed chunk the transaction is void.
                     const char* why = _bdat_failed;
-                    bool last = _bdat_last;
-                    if (last) reset_transaction();
+                    if (_bdat_last || !_has_mail) reset_transaction();
                     if (error(why) == action::close) return action::close;
                     break;
                 }
@@ -471,6 +470,7 @@ server_session::action server_session::on_mail(std::string_view arg) {
         return error("553 5.6.7 Error: non-ASCII sender address needs SMTPUTF8");
     if (params.has_size && size_limit() != 0 && params.size > size_limit())
         return error("552 5.3.4 Error: message size exceeds fixed maximum message size");
+    reset_transaction();
     _has_mail = true;
     _sender.assign(m->path.mailbox);
     _envid.assign(params.envid);

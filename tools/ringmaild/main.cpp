@@ -119,7 +119,7 @@ int main(int argc, char** argv) {
     for (unsigned i = 0; i < nshards; ++i) {
         auto* svc = services[i].get();
         const auto* fds = &listen_fds[i];
-        shards[i]->start([svc, cfg, &limiter, fds](engine::shard& s) { svc->setup(s, cfg, limiter, *fds); });
+        shards[i]->start([svc, cfg, &limiter](engine::shard& s) { svc->setup(s, cfg, limiter); });
     }
     bool ok = true;
     for (auto& s : shards) {
@@ -133,6 +133,10 @@ int main(int argc, char** argv) {
         for (auto& s : shards) s->join();
         return 1;
     }
+    // Accept only once every shard has its queue open: a client must never get a
+    // banner from a daemon that cannot yet take its mail on every shard.
+    for (unsigned i = 0; i < nshards; ++i)
+        shards[i]->post([svc = services[i].get(), fds = listen_fds[i]](engine::shard& s) { svc->listen(s, fds); });
     for (const auto& l : cfg->listeners)
         log::info("listening {} on {}", to_string(l.protocol), l.address.to_string());
     log::info("ringmaild {} ready: {} shards, data_dir {}, {}", RINGMAIL_VERSION, nshards, cfg->server.data_dir,
@@ -165,14 +169,16 @@ int main(int argc, char** argv) {
                 log::warning("reload: '{}' changed but needs a restart to take effect", key);
             // Keys needing a restart keep their running values.
             auto merged = std::make_shared<config>(*fresh);
-            merged->server = cfg->server;
+            merged->server.data_dir = cfg->server.data_dir;
+            merged->server.shards = cfg->server.shards;
+            merged->server.pid_file = cfg->server.pid_file;
             merged->listeners = cfg->listeners;
             merged->store.map_size = cfg->store.map_size;
             cfg = merged;
             log::set_level(cfg->log.level);
             limiter.set_limits(cfg->smtp.max_connections, cfg->smtp.max_connections_per_ip);
             for (auto& s : shards)
-                s->post([svc = services[s->index()].get(), cfg](engine::shard&) { svc->reload(cfg); });
+                s->post([svc = services[s->index()].get(), cfg](engine::shard& sh) { svc->reload(sh, cfg); });
             log::info("configuration reloaded");
         }
     }

@@ -2,6 +2,7 @@
 
 #include <stdexcept>
 
+#include "engine/log.h"
 #include "protocols/smtp/server_session.h"
 
 namespace ringmail::daemon {
@@ -11,7 +12,7 @@ std::string shard_dir(const config& cfg, unsigned index) {
 }
 
 void shard_services::setup(engine::shard& shard, std::shared_ptr<const config> cfg,
-                           engine::connection_limiter& limiter, const std::vector<int>& listen_fds) {
+                           engine::connection_limiter& limiter) {
     auto opened = store::spool::open(shard_dir(*cfg, shard.index()), cfg->store.map_size);
     if (!opened) {
         throw std::runtime_error("cannot open the queue in " + shard_dir(*cfg, shard.index()) + ": " +
@@ -25,11 +26,11 @@ void shard_services::setup(engine::shard& shard, std::shared_ptr<const config> c
 
     scheduler->start();
     auto* ctx = smtp.get();
-    for (int fd : listen_fds) {
-        shard.listen(fd, [ctx](int client_fd) { engine::spawn(smtp::serve(*ctx, client_fd)); });
-    }
     auto* sched = scheduler.get();
-    shard.on_stop([ctx, sched] {
+    auto* gc = commit.get();
+    shard.on_stop([ctx, sched, gc, &shard] {
+        log::info("shard {}: stopping; {} messages received, {} commits holding {} queue updates", shard.index(),
+                  ctx->messages_received, gc->transactions(), gc->ops());
         smtp::stop_sessions(*ctx);
         sched->stop();
     });
@@ -39,7 +40,16 @@ void shard_services::setup(engine::shard& shard, std::shared_ptr<const config> c
     });
 }
 
-void shard_services::reload(std::shared_ptr<const config> cfg) {
+void shard_services::listen(engine::shard& shard, const std::vector<int>& listen_fds) {
+    auto* ctx = smtp.get();
+    for (int fd : listen_fds) {
+        shard.listen(fd, [ctx](int client_fd) { engine::spawn(smtp::serve(*ctx, client_fd)); });
+    }
+}
+
+void shard_services::reload(engine::shard& shard, std::shared_ptr<const config> cfg) {
+    shard.set_shutdown_timeout(cfg->server.shutdown_timeout);
+    commit->set_batching(cfg->store.commit_window, cfg->store.commit_max_batch);
     smtp->cfg = cfg;
     scheduler->set_config(cfg);
 }

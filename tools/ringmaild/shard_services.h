@@ -26,12 +26,13 @@ struct shard_services {
     std::unique_ptr<smtp::relay_scheduler> scheduler;
     std::unique_ptr<smtp::server_context> smtp;
 
-    // On the shard's thread: opens the spool, starts delivery, accepts on
-    // the given listening sockets. Throws std::runtime_error on failure.
-    void setup(engine::shard& shard, std::shared_ptr<const config> cfg, engine::connection_limiter& limiter,
-               const std::vector<int>& listen_fds);
+    // On the shard's thread: opens the spool and starts delivery. Throws
+    // std::runtime_error on failure.
+    void setup(engine::shard& shard, std::shared_ptr<const config> cfg, engine::connection_limiter& limiter);
+    // On the shard's thread, once every shard is set up: accept on these sockets.
+    void listen(engine::shard& shard, const std::vector<int>& listen_fds);
     // On the shard's thread (through shard::post): apply a reloaded config.
-    void reload(std::shared_ptr<const config> cfg);
+    void reload(engine::shard& shard, std::shared_ptr<const config> cfg);
 };
 
 // The spool directory of shard `index`.

@@ -1,0 +1,293 @@
+"""Inbound limits: connection limits, idle timeout, pipelining without reading replies,
+exact message-size boundaries and BDAT edge cases."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from conftest import RawSMTP, make_message, queue_id_of, unique
+
+
+def alive(d) -> None:
+    """The daemon still serves a fresh session."""
+    with RawSMTP(d.host, d.port, timeout=10) as c:
+        assert c.banner.code == 220, c.banner
+        assert c.cmd("NOOP").code == 250
+        assert c.cmd("QUIT").code == 221
+
+
+def open_until_220(d, timeout: float = 10.0) -> RawSMTP:
+    """A session that got its 220. A connection that ended a moment ago may still be
+    counted by the limiter, so a 421 is retried until `timeout` (polling)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        c = RawSMTP(d.host, d.port, timeout=10)
+        if c.banner.code == 220:
+            return c
+        last = c.banner
+        c.close()
+        time.sleep(0.05)
+    raise AssertionError(f"no 220 within {timeout:.0f}s; last banner {last}")
+
+
+def expect_refused(d) -> None:
+    with RawSMTP(d.host, d.port, timeout=10) as c:
+        assert c.banner.code == 421 and "4.7.0" in c.banner.text, c.banner
+        assert c.closed_by_peer(10), "not closed after the 421"
+
+
+@pytest.mark.parametrize("key", ["max_connections_per_ip", "max_connections"])
+def test_connection_limit(start_daemon, sink, key):
+    n = 3 if key == "max_connections_per_ip" else 2
+    d = start_daemon(sink, config={"smtp": {key: n}})
+    held = [open_until_220(d) for _ in range(n)]
+    try:
+        for c in held:   # all of them are real sessions
+            assert c.cmd("EHLO client.example.test").code == 250
+        expect_refused(d)
+        expect_refused(d)          # a refusal must not leak a slot either way
+        held.pop().close()
+        c = open_until_220(d)       # the slot comes back once the server saw the close
+        held.append(c)
+        assert c.cmd("NOOP").code == 250
+        expect_refused(d)           # and the limit still holds
+    finally:
+        for c in held:
+            c.close()
+    # every slot comes back
+    again = [open_until_220(d) for _ in range(n)]
+    for c in again:
+        c.close()
+
+
+def test_idle_command_timeout(start_daemon, sink):
+    d = start_daemon(sink, config={"smtp": {"command_timeout": "1s"}})
+    with RawSMTP(d.host, d.port, timeout=15) as c:
+        assert c.banner.code == 220
+        c.ehlo()
+        t0 = time.monotonic()
+        r = c.reply()
+        waited = time.monotonic() - t0
+        assert r.code == 421 and "4.4.2" in r.text, r
+        assert 0.7 <= waited <= 6, f"421 after {waited:.2f}s, command_timeout is 1s"
+        assert c.closed_by_peer(5), "not closed after the timeout 421"
+    alive(d)
+
+
+def test_idle_timeout_resets_on_activity(start_daemon, sink):
+    """The timeout is per command: a client that keeps talking is not cut off."""
+    d = start_daemon(sink, config={"smtp": {"command_timeout": "1s"}})
+    with RawSMTP(d.host, d.port, timeout=15) as c:
+        c.ehlo()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.5:
+            assert c.cmd("NOOP").code == 250
+            time.sleep(0.3)   # pacing the client, not synchronisation
+        assert c.cmd("QUIT").code == 221
+
+
+def test_pipelined_noops_without_reading(daemon):
+    n = 5000
+    before = daemon.rss_kib()
+    with RawSMTP(daemon.host, daemon.port) as c:
+        c.ehlo()
+        c.send(b"NOOP\r\n" * n)
+        alive(daemon)   # others are served meanwhile
+        codes = [c.reply().code for _ in range(n)]
+        assert codes == [250] * n, {x: codes.count(x) for x in set(codes)}
+        assert c.cmd("QUIT").code == 221
+    after = daemon.rss_kib()
+    assert after - before < 100 * 1024, f"RSS grew {before} -> {after} KiB"
+
+
+def test_endless_pipelining_memory_bounded(daemon):
+    """A client that sends 200k commands and reads nothing until it is done: the
+    server must push back (TCP), not buffer replies without bound."""
+    n = 200_000
+    payload = b"NOOP\r\n" * n
+    before = daemon.rss_kib()
+    c = RawSMTP(daemon.host, daemon.port, timeout=60)
+    try:
+        c.ehlo()
+        done = threading.Event()
+        err: list[BaseException] = []
+
+        def writer():
+            try:
+                c.sock.sendall(payload)
+            except BaseException as e:  # noqa: BLE001
+                err.append(e)
+            finally:
+                done.set()
+
+        t = threading.Thread(target=writer, daemon=True)
+        t.start()
+        # While the writer is (probably) blocked, the daemon stays responsive and small.
+        peak = before
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not done.is_set():
+            peak = max(peak, daemon.rss_kib() or 0)
+            time.sleep(0.1)  # sampling interval
+        alive(daemon)
+        got = 0
+        while got < n:
+            r = c.reply()
+            assert r.code == 250, (got, r)
+            got += 1
+            if got % 20000 == 0:
+                peak = max(peak, daemon.rss_kib() or 0)
+        t.join(30)
+        assert not err, err
+        assert c.cmd("QUIT").code == 221
+    finally:
+        c.close()
+    assert peak - before < 100 * 1024, f"RSS grew {before} -> {peak} KiB"
+
+
+def _data_message(c: RawSMTP, content: bytes):
+    assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
+    assert c.cmd("RCPT TO:<bob@example.test>").code == 250
+    assert c.cmd("DATA").code == 354
+    c.send(content + b".\r\n")
+    return c.reply()
+
+
+def _sized(msgid: str, size: int) -> bytes:
+    head = make_message(msgid, "size", b"")
+    line = b"y" * 98 + b"\r\n"
+    body = b""
+    need = size - len(head)
+    while need - len(body) > len(line):
+        body += line
+    rest = need - len(body)
+    assert rest >= 2
+    body += b"x" * (rest - 2) + b"\r\n"
+    msg = head + body
+    assert len(msg) == size
+    return msg
+
+
+def test_data_exactly_at_size_limit(start_daemon, sink):
+    limit = 20000
+    d = start_daemon(sink, config={"smtp": {"message_size_limit": limit}})
+    ok_id, big_id = unique("exact"), unique("plus1")
+    with RawSMTP(d.host, d.port) as c:
+        c.ehlo()
+        r = _data_message(c, _sized(ok_id, limit))
+        assert r.code == 250, f"a message of exactly SIZE {limit} octets was refused: {r}"
+        r = _data_message(c, _sized(big_id, limit + 1))
+        assert r.code == 552 and "5.3.4" in r.text, r
+        # SIZE= at the limit is accepted at MAIL, one more is not
+        assert c.cmd(f"MAIL FROM:<alice@example.test> SIZE={limit}").code == 250
+        assert c.cmd("RSET").code == 250
+        assert c.cmd(f"MAIL FROM:<alice@example.test> SIZE={limit + 1}").code == 552
+        assert c.cmd("QUIT").code == 221
+    sink.wait_for(lambda ms: any(m.message_id == f"<{ok_id}>" for m in ms), 30, "exact-size message")
+    d.wait_queue_empty(30)
+    assert not any(m.message_id == f"<{big_id}>" for m in sink.snapshot_attempts())
+
+
+def test_bdat_exactly_at_size_limit(start_daemon, sink):
+    limit = 20000
+    d = start_daemon(sink, config={"smtp": {"message_size_limit": limit}})
+    ok_id, big_id = unique("bexact"), unique("bplus1")
+    with RawSMTP(d.host, d.port) as c:
+        c.ehlo()
+        for msgid, size, code in ((ok_id, limit, 250), (big_id, limit + 1, 552)):
+            msg = _sized(msgid, size)
+            assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
+            assert c.cmd("RCPT TO:<bob@example.test>").code == 250
+            half = len(msg) // 2
+            c.send(f"BDAT {half}\r\n".encode() + msg[:half])
+            assert c.reply().code == 250
+            c.send(f"BDAT {len(msg) - half} LAST\r\n".encode() + msg[half:])
+            r = c.reply()
+            assert r.code == code, (size, r)
+        assert c.cmd("NOOP").code == 250
+    sink.wait_for(lambda ms: any(m.message_id == f"<{ok_id}>" for m in ms), 30, "exact-size message")
+    d.wait_queue_empty(30)
+
+
+def test_bdat_zero_last_empty_message(daemon, sink):
+    """`BDAT 0 LAST` as the only chunk: an empty message is legal (RFC 3030 §2)."""
+    with RawSMTP(daemon.host, daemon.port) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
+        assert c.cmd("RCPT TO:<empty@example.test>").code == 250
+        r = c.cmd("BDAT 0 LAST")
+        assert r.code == 250, r
+        queue_id_of(r.text)
+        assert c.cmd("QUIT").code == 221
+    [m] = sink.wait_for(lambda ms: [x for x in ms if x.rcpt_tos == ["empty@example.test"]], 30,
+                        "the empty message")
+    # only our Received: header, then the (empty) rest
+    assert m.data.startswith(b"Received: "), m.data[:200]
+    daemon.wait_queue_empty(30)
+
+
+def test_bdat_message_without_final_crlf(daemon, sink):
+    """BDAT content need not end in CRLF; the relay must still end DATA correctly."""
+    msgid = unique("nocrlf")
+    msg = make_message(msgid, "no final crlf", b"last line without CRLF")
+    with RawSMTP(daemon.host, daemon.port) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
+        assert c.cmd("RCPT TO:<bob@example.test>").code == 250
+        c.send(f"BDAT {len(msg)} LAST\r\n".encode() + msg)
+        r = c.reply()
+        assert r.code == 250, r
+    [m] = sink.wait_for(lambda ms: [x for x in ms if x.message_id == f"<{msgid}>"], 30, "message")
+    assert b"last line without CRLF" in m.data
+    daemon.wait_queue_empty(30)
+
+
+def test_bdat_without_mail_chunk_not_parsed(daemon):
+    with RawSMTP(daemon.host, daemon.port) as c:
+        c.ehlo()
+        chunk = b"QUIT\r\n"
+        c.send(f"BDAT {len(chunk)}\r\n".encode() + chunk)
+        r = c.reply()
+        assert r.code == 503, r
+        # the chunk's QUIT was data, not a command: the session is still open
+        r = c.cmd("NOOP")
+        assert r.code == 250, r
+        c.send(f"BDAT {len(chunk)} LAST\r\n".encode() + chunk)
+        assert c.reply().code == 503
+        assert c.cmd("NOOP").code == 250
+
+
+def test_transaction_after_failed_bdat_without_mail(daemon, sink):
+    msgid = unique("afterbdat")
+    with RawSMTP(daemon.host, daemon.port) as c:
+        c.ehlo()
+        c.send(b"BDAT 6\r\nQUIT\r\n")
+        assert c.reply().code == 503
+        msg = make_message(msgid, "after a failed BDAT", b"ok\r\n")
+        assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
+        assert c.cmd("RCPT TO:<bob@example.test>").code == 250
+        c.send(f"BDAT {len(msg)} LAST\r\n".encode() + msg)
+        r = c.reply()
+        assert r.code == 250, r
+    sink.wait_for(lambda ms: any(m.message_id == f"<{msgid}>" for m in ms), 30, "message")
+
+
+def test_bdat_huge_declared_size_no_memory(start_daemon, sink):
+    """BDAT 10^18 with the size limit at 1 MiB: bytes beyond the limit are discarded,
+    not buffered."""
+    d = start_daemon(sink, config={"smtp": {"message_size_limit": "1MiB"}})
+    before = d.rss_kib()
+    with RawSMTP(d.host, d.port) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
+        assert c.cmd("RCPT TO:<bob@example.test>").code == 250
+        c.send(b"BDAT 1000000000000000000\r\n")
+        blob = b"z" * 65536
+        for _ in range(20 * 16):       # 20 MiB
+            c.send(blob)
+        peak = d.rss_kib()
+    assert peak - before < 50 * 1024, f"RSS grew {before} -> {peak} KiB"
+    alive(d)
