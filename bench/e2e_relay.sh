@@ -267,7 +267,7 @@ postfix_stop() {
     fi
 }
 
-PF_MAIN_CF_SUMMARY=""
+
 phase_postfix() {
     local base="$TMP/postfix" port
     port=$(free_port)
@@ -314,7 +314,7 @@ phase_postfix() {
     postconf -c "$base/etc" -M# smtp/inet
     printf '127.0.0.1:%s inet n - n - - smtpd\n' "$port" >>"$base/etc/master.cf"
     postconf -c "$base/etc" -F '*/*/chroot = n'
-    PF_MAIN_CF_SUMMARY=$(postconf -c "$base/etc" -n)
+    postconf -c "$base/etc" -n >"$TMP/postfix-main.cf.txt"
     PF_DIR="$base/etc"
     log "[postfix] starting private instance (config $base/etc, smtpd 127.0.0.1:$port, relayhost [127.0.0.1]:$SINK_PORT)"
     postfix -c "$base/etc" check >"$TMP/postfix-check.log" 2>&1 || { cat "$TMP/postfix-check.log" >&2; die "postfix check failed"; }
@@ -380,9 +380,17 @@ ensure_deps
 TMP=$(mktemp -d /tmp/e2e_relay.XXXXXX)
 chmod 755 "$TMP"
 log "messages=$MESSAGES sessions=$SESSIONS size=$SIZE sink=$SINK only=${ONLY:-all} tmp=$TMP"
-LOAD_START=$(cut -d' ' -f1 /proc/loadavg)
-if awk -v l="$LOAD_START" 'BEGIN { exit !(l > 1.0) }'; then
-    log "WARNING: 1-min load average is $LOAD_START before the run: other work on this ${HOSTNAME:-machine} will skew the numbers"
+cpu_busy_pct() {   # % of all CPUs busy over 1 s (from /proc/stat)
+    local a b
+    a=$(head -n 1 /proc/stat); sleep 1; b=$(head -n 1 /proc/stat)
+    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y); t = 0; i = 0
+        for (k = 2; k <= 9; k++) t += y[k] - x[k]
+        i = (y[5] - x[5]) + (y[6] - x[6])
+        printf "%.0f", (t > 0 ? 100 * (t - i) / t : 0) }'
+}
+BUSY_BEFORE=$(cpu_busy_pct)
+if (( BUSY_BEFORE > 10 )); then
+    log "WARNING: the CPUs were ${BUSY_BEFORE}% busy before the run: other work on this machine will skew the numbers"
 fi
 
 # direct: smtp-source -> smtp-sink (verifies counting; ceiling of the load generator)
@@ -398,7 +406,6 @@ PF_STATUS="skipped" RM_STATUS="skipped"
 if [[ "$ONLY" != ringmail ]]; then phase_postfix; PF_STATUS="ok"; fi
 if [[ "$ONLY" != postfix ]]; then phase_ringmail; fi
 
-LOAD_END=$(cut -d' ' -f1 /proc/loadavg)
 RATIO="n/a"
 if [[ $PF_STATUS == ok && $RM_STATUS == ok ]]; then
     RATIO=$(awk -v a="$PF_E2E_S" -v b="$RM_E2E_S" 'BEGIN { printf "%.2f", a / b }')
@@ -414,7 +421,7 @@ if [[ $PF_STATUS == ok ]]; then row "postfix" "$PF_INJECT_RATE" "$PF_E2E_RATE" "
 else row "postfix" "$PF_STATUS" "" "" ""; fi
 if [[ $RM_STATUS == ok ]]; then row "ringmail" "$RM_INJECT_RATE" "$RM_E2E_RATE" "$RM_INJECT_S" "$RM_E2E_S"
 else row "ringmail" "$RM_STATUS" "" "" ""; fi
-echo "load average (1 min) at start/end: $LOAD_START / $LOAD_END (the run itself adds about 2-3)"
+echo "CPU busy (other work) in the second before the run: ${BUSY_BEFORE}%"
 echo "ratio ringmail/postfix end to end: ${RATIO}$([[ $RATIO != n/a ]] && echo 'x')  (target >= 20x)"
 echo
 echo "commands:"
@@ -439,8 +446,8 @@ phase_json() {   # status inject_s e2e_s inject_rate e2e_rate count cmd
     printf '{\n'
     printf '  "benchmark": "e2e_relay",\n'
     printf '  "date_utc": "%s",\n' "$STAMP"
-    printf '  "machine": {"nproc": %s, "kernel": %s, "postfix_version": %s, "loadavg_start": %s, "loadavg_end": %s},\n' \
-        "$(nproc)" "$(jstr "$(uname -sr)")" "$(jstr "$(postconf -dh mail_version 2>/dev/null || echo unknown)")" "$LOAD_START" "$LOAD_END"
+    printf '  "machine": {"nproc": %s, "kernel": %s, "postfix_version": %s, "cpu_busy_pct_before": %s},\n' \
+        "$(nproc)" "$(jstr "$(uname -sr)")" "$(jstr "$(postconf -dh mail_version 2>/dev/null || echo unknown)")" "$BUSY_BEFORE"
     printf '  "params": {"messages": %s, "sessions": %s, "size": %s, "sink": %s},\n' "$MESSAGES" "$SESSIONS" "$SIZE" "$(jstr "$SINK")"
     printf '  "direct": %s,\n' "$(phase_json ok "$DIRECT_INJECT_S" "$DIRECT_E2E_S" "$DIRECT_INJECT_RATE" "$DIRECT_E2E_RATE" "$MESSAGES" "$DIRECT_CMD")"
     printf '  "postfix": %s,\n' "$(phase_json "$PF_STATUS" "${PF_INJECT_S:-}" "${PF_E2E_S:-}" "${PF_INJECT_RATE:-}" "${PF_E2E_RATE:-}" "${PF_COUNT:-}" "${PF_CMD:-}")"

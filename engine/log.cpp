@@ -32,6 +32,8 @@ int cached_pid()
 }
 
 struct thread_state {
+    bool batching = false;
+    fmt::memory_buffer held;  // complete lines waiting for flush_lines() (batching threads)
     fmt::memory_buffer line;
     fmt::memory_buffer message;
     time_t cached_second = -1;
@@ -142,9 +144,30 @@ void vlog(level lvl, fmt::string_view format, fmt::format_args args)
         append(line, "...");
     }
     line.push_back('\n');
-    write_all(g_fd.load(std::memory_order_relaxed), line.data(), line.size());
+    if (!st.batching) {
+        write_all(g_fd.load(std::memory_order_relaxed), line.data(), line.size());
+        return;
+    }
+    // Batched: lines go out together, in writes of at most PIPE_BUF bytes made
+    // of whole lines, so they never interleave with other threads' lines.
+    if (st.held.size() + line.size() > pipe_atomic_bytes) flush_lines();
+    st.held.append(line.data(), line.data() + line.size());
 }
 
 }  // namespace detail
+
+void batch_lines_on_this_thread(bool on)
+{
+    if (!on) flush_lines();
+    t_state.batching = on;
+}
+
+void flush_lines()
+{
+    thread_state& st = t_state;
+    if (st.held.size() == 0) return;
+    write_all(g_fd.load(std::memory_order_relaxed), st.held.data(), st.held.size());
+    st.held.clear();
+}
 
 }  // namespace ringmail::log

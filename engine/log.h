@@ -55,6 +55,14 @@ void set_program_name(std::string_view name);
 // Destination file descriptor; default 2 (stderr). Not owned.
 void set_output_fd(int fd);
 
+// Batching, for event-loop threads: lines logged on this thread are held and
+// written together by flush_lines() (the loop calls it once per turn, so a
+// line waits at most one turn), in writes of whole lines of at most
+// pipe_atomic_bytes so threads never interleave. Saves a write(2) per line.
+inline constexpr std::size_t pipe_atomic_bytes = 4096;  // PIPE_BUF on Linux
+void batch_lines_on_this_thread(bool on);
+void flush_lines();
+
 template <class... Args>
 void error(fmt::format_string<Args...> format, Args&&... args)
 {

@@ -163,8 +163,10 @@ void shard::thread_main(std::function<void(shard&)> setup) {
     using clock = std::chrono::steady_clock;
     clock::time_point force_at{}, give_up_at{};
     bool forced = false;
+    log::batch_lines_on_this_thread(true);
     for (;;) {
         _ring->run_once(_stopping ? std::chrono::milliseconds(20) : std::chrono::milliseconds(1000));
+        log::flush_lines();
         if (_stop_requested && !_stopping) begin_stop();
         if (!_stopping) continue;
         auto now = clock::now();
@@ -185,6 +187,7 @@ void shard::thread_main(std::function<void(shard&)> setup) {
     }
     // Let cancellations complete before the ring goes away.
     for (int i = 0; i < 5; ++i) _ring->run_once(std::chrono::milliseconds(1));
+    log::batch_lines_on_this_thread(false);
 }
 
 int make_listen_socket(const net::socket_address& addr, int backlog) {

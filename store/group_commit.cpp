@@ -1,5 +1,6 @@
 #include "store/group_commit.h"
 
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -24,22 +25,6 @@ struct group_commit::done_reader final : engine::completion {
     }
 };
 
-// The group-commit window: flush when it expires.
-struct group_commit::window_timer final : engine::completion {
-    group_commit* gc;
-    __kernel_timespec ts{};
-    void arm(std::chrono::milliseconds d) {
-        ts = engine::to_timespec(d);
-        io_uring_sqe* s = this_ring().sqe();
-        io_uring_prep_timeout(s, &ts, 0, 0);
-        io_uring_sqe_set_data(s, static_cast<engine::completion*>(this));
-    }
-    void on_cqe(int, uint32_t) override {
-        gc->_timer_armed = false;
-        if (!gc->_in_flight && !gc->_pending.empty()) gc->flush();
-    }
-};
-
 group_commit::group_commit(spool& s, std::chrono::milliseconds window, size_t max_batch)
     : _spool(s), _window(window), _max_batch(max_batch == 0 ? 1 : max_batch) {
     _done_fd = eventfd(0, EFD_CLOEXEC);
@@ -47,8 +32,6 @@ group_commit::group_commit(spool& s, std::chrono::milliseconds window, size_t ma
     _reader = std::make_unique<done_reader>();
     _reader->gc = this;
     _reader->arm();
-    _timer = std::make_unique<window_timer>();
-    _timer->gc = this;
     _thread = std::thread([this] { thread_main(); });
 }
 
@@ -59,73 +42,69 @@ group_commit::~group_commit() {
     }
     _cv.notify_one();
     _thread.join();
-    // The pending eventfd read is cancelled when the ring is torn down; the
-    // shard destroys its services only after its loop has ended.
+    // The pending eventfd read ends with the ring: the shard destroys its
+    // services only after its loop has ended.
     ::close(_done_fd);
 }
 
-void group_commit::enqueue(waiter* w) {
-    _pending.push_back(w);
-    if (_in_flight) return;  // goes with the next batch when this one is done
-    if (_pending.size() >= _max_batch || _window.count() == 0) {
-        flush();
-    } else if (!_timer_armed) {
-        _timer_armed = true;
-        _timer->arm(_window);
-    }
+void group_commit::set_batching(std::chrono::milliseconds window, size_t max_batch) {
+    std::lock_guard lock(_mutex);
+    _window = window;
+    _max_batch = max_batch == 0 ? 1 : max_batch;
 }
 
-void group_commit::flush() {
-    size_t n = std::min(_pending.size(), _max_batch);
-    _flight.assign(_pending.begin(), _pending.begin() + static_cast<long>(n));
-    _pending.erase(_pending.begin(), _pending.begin() + static_cast<long>(n));
-    _flight_ops.clear();
-    for (auto* w : _flight) _flight_ops.push_back(w->op);
-    _in_flight = true;
+void group_commit::enqueue(waiter* w) {
+    bool was_empty;
     {
         std::lock_guard lock(_mutex);
-        _has_work = true;
+        was_empty = _incoming.empty();
+        _incoming.push_back(w);
     }
-    _cv.notify_one();
+    if (was_empty) _cv.notify_one();
 }
 
 void group_commit::on_done() {
-    if (!_in_flight) return;
-    result<void, spool_error> r{};
     {
         std::lock_guard lock(_mutex);
-        if (_has_work) return;  // spurious: not finished yet
-        r = _flight_result;
+        _resume.swap(_finished);
     }
-    _in_flight = false;
-    ++_transactions;
-    _ops_done += _flight.size();
-    // Start the next batch before waking sessions, so the disk stays busy.
-    std::vector<waiter*> finished;
-    finished.swap(_flight);
-    if (!_pending.empty()) flush();
-    for (auto* w : finished) {
-        w->outcome = r;
-        this_ring().post(w->handle);
-    }
+    for (auto* w : _resume) this_ring().post(w->handle);
+    _resume.clear();
 }
 
 void group_commit::thread_main() {
     pthread_setname_np(pthread_self(), "commit");
+    std::vector<waiter*> batch;
+    std::vector<spool_op> ops;
     std::unique_lock lock(_mutex);
+    bool idle = true;
     for (;;) {
-        _cv.wait(lock, [this] { return _has_work || _quit; });
-        if (_has_work) {
-            lock.unlock();
-            auto r = _spool.apply(_flight_ops);
-            lock.lock();
-            _flight_result = r;
-            _has_work = false;
-            uint64_t one = 1;
-            (void)!::write(_done_fd, &one, sizeof one);
-            continue;
+        _cv.wait(lock, [this] { return !_incoming.empty() || _quit; });
+        if (_incoming.empty()) return;  // quit, nothing left
+        if (idle && _window.count() > 0 && _incoming.size() < _max_batch && !_quit) {
+            // First op after a quiet spell: give others a moment to join.
+            _cv.wait_for(lock, _window, [this] { return _incoming.size() >= _max_batch || _quit; });
         }
-        if (_quit) return;
+        size_t n = std::min(_incoming.size(), _max_batch);
+        batch.assign(_incoming.begin(), _incoming.begin() + static_cast<long>(n));
+        _incoming.erase(_incoming.begin(), _incoming.begin() + static_cast<long>(n));
+        lock.unlock();
+
+        ops.clear();
+        for (auto* w : batch) ops.push_back(w->op);
+        auto t0 = std::chrono::steady_clock::now();
+        auto r = _spool.apply(ops);
+        auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
+        for (auto* w : batch) w->outcome = r;
+        _transactions.fetch_add(1, std::memory_order_relaxed);
+        _ops_done.fetch_add(n, std::memory_order_relaxed);
+        _apply_us.fetch_add(static_cast<uint64_t>(us.count()), std::memory_order_relaxed);
+
+        lock.lock();
+        _finished.insert(_finished.end(), batch.begin(), batch.end());
+        idle = _incoming.empty();
+        uint64_t one = 1;
+        (void)!::write(_done_fd, &one, sizeof one);
     }
 }
 

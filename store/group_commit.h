@@ -9,15 +9,19 @@
 // parts) alive until then; it sends its "250" only on success, and "451 4.3.0"
 // on failure.
 //
-// Batching: while one transaction is being committed, new ops accumulate and
-// go together in the next one (so batch size grows with load); when idle, the
-// first op waits at most `window` for company. Shard thread only, except the
-// internal commit thread.
+// Batching: the commit thread takes every op queued while it was busy into
+// its next transaction, so the batch size grows with load and the disk never
+// waits for the shard; when it was idle, it first waits at most `window` for
+// company. The shard hands ops over through a short mutex-protected queue and
+// gets finished batches back through an eventfd read on its ring, where it
+// resumes the waiting coroutines. commit() is called on the shard thread only.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <coroutine>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -54,47 +58,38 @@ public:
 
     awaitable commit(spool_op op) { return awaitable{*this, waiter{op, {}, {}}}; }
 
-    // New batching parameters (reload); take effect from the next op.
-    void set_batching(std::chrono::milliseconds window, size_t max_batch) {
-        _window = window;
-        _max_batch = max_batch == 0 ? 1 : max_batch;
-    }
+    // New batching parameters (reload); taken by the next batch.
+    void set_batching(std::chrono::milliseconds window, size_t max_batch);
 
-    // Number of transactions and ops committed so far (for stats/benchmarks).
-    uint64_t transactions() const { return _transactions; }
-    uint64_t ops() const { return _ops_done; }
-    bool idle() const { return _pending.empty() && !_in_flight; }
+    // Transactions and ops committed so far, and time spent in them (stats).
+    uint64_t transactions() const { return _transactions.load(std::memory_order_relaxed); }
+    uint64_t ops() const { return _ops_done.load(std::memory_order_relaxed); }
+    uint64_t apply_microseconds() const { return _apply_us.load(std::memory_order_relaxed); }
 
 private:
     struct done_reader;
-    struct window_timer;
 
     void enqueue(waiter* w);
-    void flush();
     void on_done();
     void thread_main();
 
     spool& _spool;
-    std::chrono::milliseconds _window;
-    size_t _max_batch;
-
-    // Shard thread state.
-    std::vector<waiter*> _pending;
-    std::vector<waiter*> _flight;
-    std::vector<spool_op> _flight_ops;
-    bool _in_flight = false;
-    bool _timer_armed = false;
-    uint64_t _transactions = 0, _ops_done = 0;
     std::unique_ptr<done_reader> _reader;
-    std::unique_ptr<window_timer> _timer;
-
-    // Hand-off to the commit thread (one batch at a time).
     int _done_fd = -1;
+
+    // Shared with the commit thread, under _mutex.
     std::mutex _mutex;
     std::condition_variable _cv;
-    bool _has_work = false;
+    std::vector<waiter*> _incoming;  // queued by the shard
+    std::vector<waiter*> _finished;  // committed (outcome set), to resume on the shard
+    std::chrono::milliseconds _window;
+    size_t _max_batch;
     bool _quit = false;
-    result<void, spool_error> _flight_result{};
+
+    // Shard thread scratch.
+    std::vector<waiter*> _resume;
+
+    std::atomic<uint64_t> _transactions{0}, _ops_done{0}, _apply_us{0};
     std::thread _thread;
 };
 

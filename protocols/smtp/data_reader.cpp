@@ -1,6 +1,10 @@
 // data_reader: see data_reader.h for the contract.
 #include "protocols/smtp/data_reader.h"
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace ringmail::smtp {
 
 namespace {
@@ -13,6 +17,29 @@ void data_reader::reset() {
     _flags = {};
     _state = state::line_start;
 }
+
+namespace {
+// Index of the first CR, LF or NUL in p[i, n), or n. Message content is
+// mostly plain text, so the scan runs 16 bytes at a time; it never reads
+// outside [i, n).
+inline std::size_t skip_plain(const char* p, std::size_t i, std::size_t n) {
+#if defined(__SSE2__)
+    const __m128i cr = _mm_set1_epi8('\r');
+    const __m128i lf = _mm_set1_epi8('\n');
+    const __m128i nul = _mm_setzero_si128();
+    while (i + 16 <= n) {
+        __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, cr), _mm_cmpeq_epi8(v, lf)),
+                                   _mm_cmpeq_epi8(v, nul));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask != 0) return i + static_cast<std::size_t>(__builtin_ctz(static_cast<unsigned>(mask)));
+        i += 16;
+    }
+#endif
+    while (i < n && p[i] != '\r' && p[i] != '\n' && p[i] != '\0') ++i;
+    return i;
+}
+}  // namespace
 
 data_feed_result data_reader::feed_impl(std::string_view in, void* ctx, emit_fn fn) {
     if (_state == state::done) return {0, true};
@@ -32,6 +59,14 @@ data_feed_result data_reader::feed_impl(std::string_view in, void* ctx, emit_fn 
     const std::size_t max = _max_line_bytes;
 
     for (std::size_t i = 0; i < n; ++i) {
+        if (st == state::mid) {
+            // Fast path: plain bytes inside a line only lengthen it.
+            std::size_t j = skip_plain(p, i, n);
+            line += j - i;
+            if (line > max) _flags.line_too_long = true;
+            i = j;
+            if (i == n) break;
+        }
         const char c = p[i];
         switch (st) {
         case state::line_start:

@@ -29,8 +29,9 @@ void shard_services::setup(engine::shard& shard, std::shared_ptr<const config> c
     auto* sched = scheduler.get();
     auto* gc = commit.get();
     shard.on_stop([ctx, sched, gc, &shard] {
-        log::info("shard {}: stopping; {} messages received, {} commits holding {} queue updates", shard.index(),
-                  ctx->messages_received, gc->transactions(), gc->ops());
+        log::info("shard {}: stopping; {} messages received, {} commits holding {} queue updates, {} ms committing",
+                  shard.index(), ctx->messages_received, gc->transactions(), gc->ops(),
+                  gc->apply_microseconds() / 1000);
         smtp::stop_sessions(*ctx);
         sched->stop();
     });

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README test command: installs what the tests need, builds, runs every suite
 # (GoogleTest unit tests through meson, then the pytest integration suite against the
-# real daemon), and ends with one line "N passed, N failed[, N skipped]".
+# real daemon, then a short bounded libFuzzer run of the parsers, one case per target),
+# and ends with one line "N passed, N failed[, N skipped]".
 #
 # It never stops at the first failing suite: every step runs, then the summary is
 # printed, and the exit status is non-zero if any test failed or any suite could not
@@ -10,6 +11,7 @@
 # Environment:
 #   RINGMAIL_BUILD_DIR   build directory (default: build)
 #   PYTEST_ARGS          extra arguments for pytest (e.g. "-k smuggling -x")
+#   FUZZ_SECONDS         seconds per fuzz target (default 20; see tests/fuzz/run.sh)
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -81,10 +83,24 @@ case $rc in
   *) fail "pytest exited $rc (interrupted, internal or usage error)" ;;
 esac
 
-# 6. One summary over every suite; its last line is "N passed, N failed[, N skipped]".
+# 6. Fuzz: builds the libFuzzer targets with clang in build-fuzz and runs each for a
+#    bounded time (tests/fuzz/run.sh). Exit 0/1 = ran, results in its junit file;
+#    anything else = it could not build or run, which counts as one failure.
+step "fuzz (libFuzzer, bounded)"
+fuzz_junit="${RINGMAIL_FUZZ_BUILD_DIR:-build-fuzz}/fuzz-junit.xml"
+rm -f "$fuzz_junit"
+tests/fuzz/run.sh </dev/null
+rc=$?
+case $rc in
+  0|1) ;;
+  *) fail "tests/fuzz/run.sh exited $rc (fuzz targets could not be built or run)"; fuzz_junit="" ;;
+esac
+
+# 7. One summary over every suite; its last line is "N passed, N failed[, N skipped]".
 step "summary"
 err_args=()
 for e in "${errors[@]}"; do err_args+=(--error "$e"); done
 # summarize.py exits non-zero when anything failed, a junit file is missing or an
 # --error was given; nothing is printed after its last line.
-exec "$py" tests/summarize.py "${err_args[@]}" ${meson_junit:+"$meson_junit"} "$pytest_junit"
+exec "$py" tests/summarize.py "${err_args[@]}" ${meson_junit:+"$meson_junit"} "$pytest_junit" \
+  ${fuzz_junit:+"$fuzz_junit"}
