@@ -11,6 +11,7 @@
 # Environment:
 #   RINGMAIL_BUILD_DIR   build directory (default: build)
 #   PYTEST_ARGS          extra arguments for pytest (e.g. "-k smuggling -x")
+#   RINGMAIL_SKIP_SANITIZERS=1   skip the ASan/UBSan pass (faster local runs; CI runs it)
 #   FUZZ_SECONDS         seconds per fuzz target (default 20; see tests/fuzz/run.sh)
 set -uo pipefail
 
@@ -83,6 +84,39 @@ case $rc in
   *) fail "pytest exited $rc (interrupted, internal or usage error)" ;;
 esac
 
+# 5b. The unit and integration suites again, against an AddressSanitizer +
+#     UndefinedBehaviorSanitizer build (../shared/TESTING.md). The daemon exits
+#     non-zero on any report (leaks included), which the integration fixtures catch.
+asan=${RINGMAIL_ASAN_BUILD_DIR:-build-asan}
+asan_unit_junit=""
+asan_py_junit=""
+if [[ "${RINGMAIL_SKIP_SANITIZERS:-0}" != 1 ]]; then
+  step "sanitizer build ($asan): unit + integration"
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+  if [[ ! -f "$asan/build.ninja" ]]; then
+    meson setup "$asan" --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false \
+      -Dbench=disabled </dev/null >/dev/null || fail "meson setup $asan failed"
+  fi
+  if ninja -C "$asan" </dev/null >/dev/null; then
+    rm -f "$asan/meson-logs/testlog.junit.xml" "$asan/pytest-junit.xml"
+    find "$asan" -maxdepth 1 -name '*.xml' -delete 2>/dev/null
+    meson test -C "$asan" --print-errorlogs </dev/null
+    asan_unit_junit="$asan/meson-logs/testlog.junit.xml"
+    asan_py_junit="$asan/pytest-junit.xml"
+    # shellcheck disable=SC2086
+    RINGMAIL_BUILD_DIR="$asan" "$py" -m pytest tests/integration -q -p no:cacheprovider "${timeout_args[@]}" \
+      --junitxml="$asan_py_junit" ${PYTEST_ARGS:-} </dev/null
+    rc=$?
+    case $rc in
+      0|1) ;;
+      *) fail "pytest (sanitizer build) exited $rc"; asan_py_junit="" ;;
+    esac
+  else
+    fail "sanitizer build failed"
+  fi
+fi
+
 # 6. Fuzz: builds the libFuzzer targets with clang in build-fuzz and runs each for a
 #    bounded time (tests/fuzz/run.sh). Exit 0/1 = ran, results in its junit file;
 #    anything else = it could not build or run, which counts as one failure.
@@ -103,4 +137,4 @@ for e in "${errors[@]}"; do err_args+=(--error "$e"); done
 # summarize.py exits non-zero when anything failed, a junit file is missing or an
 # --error was given; nothing is printed after its last line.
 exec "$py" tests/summarize.py "${err_args[@]}" ${meson_junit:+"$meson_junit"} "$pytest_junit" \
-  ${fuzz_junit:+"$fuzz_junit"}
+  ${asan_unit_junit:+"$asan_unit_junit"} ${asan_py_junit:+"$asan_py_junit"} ${fuzz_junit:+"$fuzz_junit"}
