@@ -252,7 +252,7 @@ engine::task<void> relay_scheduler::record_attempt(uint64_t id, store::envelope&
             log::info("{}: to=<{}> relay={} delay={} status={} ({})", qid.view(), to, relay, delay,
                       permanent ? "bounced" : "expired, returned to sender", said);
             if (should_bounce(env, rc))
-                report.push_back(dsn_recipient{rc.address, rc.orcpt, relay == "none" ? "" : relay, rc.last_reply,
+                report.push_back(dsn_recipient{rc.address, rc.orcpt, relay == "none" ? std::string_view() : std::string_view(relay), rc.last_reply,
                                                permanent ? dsn_failure::permanent : dsn_failure::expired});
             continue;
         }

@@ -13,6 +13,7 @@ build_pkgs=(
 test_pkgs=(
   python3 python3-pytest python3-pytest-timeout python3-aiosmtpd swaks lmdb-utils curl openssl procps iproute2
   clang libclang-rt-14-dev   # tests/fuzz (libFuzzer + sanitizer runtimes; a Recommends, so named here)
+  postfix                    # tests/integration/test_blast.py: smtp-sink / smtp-source interop
 )
 
 want=("${build_pkgs[@]}")

@@ -1,0 +1,316 @@
+"""ringmail-blast: the load generator (send) and the counting sink (sink).
+
+Checks that the two agree with each other, that the sink's failure behaviours are
+what a plain client (smtplib) sees, that send notices lost and refused mail, that
+both interoperate with Postfix's smtp-sink / smtp-source, and one run through
+ringmaild. Every process runs on loopback with a bounded load and is killed at the end.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import smtplib
+import subprocess
+import time
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from conftest import BUILD, make_message
+from sink import free_port
+
+BLAST = BUILD / "tools" / "ringmail-blast"
+SMTP_SINK = Path("/usr/sbin/smtp-sink")
+SMTP_SOURCE = Path("/usr/sbin/smtp-source")
+
+
+@pytest.fixture(autouse=True)
+def _need_blast():
+    if not BLAST.exists():
+        raise AssertionError(f"{BLAST} does not exist (build it first: ninja -C {BUILD} tools/ringmail-blast)")
+
+
+class BlastSink:
+    """A `ringmail-blast sink` process; stop() returns its JSON summary."""
+
+    def __init__(self, tmp: Path, *args: str, port: Optional[int] = None) -> None:
+        self.port = port or free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self.err_path = tmp / f"blast-sink-{self.port}.err"
+        self.out_path = tmp / f"blast-sink-{self.port}.out"
+        self._out = open(self.out_path, "wb")
+        self._err = open(self.err_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(BLAST), "sink", "--listen", self.address, "--json", "--quiet", "--duration", "60", *args],
+            stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while "listening on" not in self.stderr():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"blast sink exited {self.proc.returncode}: {self.stderr()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"blast sink not listening after 10 s: {self.stderr()}")
+            time.sleep(0.02)
+
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def wait(self, timeout: float = 20) -> dict:
+        """Waits for the sink to exit by itself (--expect / --duration)."""
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"blast sink did not exit in {timeout} s: {self.stderr()}")
+        return self._summary()
+
+    def stop(self) -> dict:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                raise AssertionError("blast sink ignored SIGTERM")
+        return self._summary()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def _summary(self) -> dict:
+        self._out.close()
+        self._err.close()
+        assert self.proc.returncode == 0, f"blast sink exited {self.proc.returncode}: {self.stderr()}"
+        text = self.out_path.read_text()
+        try:
+            return json.loads(text)
+        except ValueError as e:
+            raise AssertionError(f"blast sink printed invalid JSON ({e}): {text!r}") from e
+
+
+@pytest.fixture
+def blast_sink(tmp_path):
+    sinks: list[BlastSink] = []
+
+    def factory(*args: str, port: Optional[int] = None) -> BlastSink:
+        s = BlastSink(tmp_path, *args, port=port)
+        sinks.append(s)
+        return s
+
+    yield factory
+    for s in sinks:
+        s.kill()
+
+
+def blast_send(to: str, *args: str, timeout: float = 30) -> tuple[int, dict, str]:
+    """Runs `ringmail-blast send --json`; returns (exit code, summary, stderr)."""
+    r = subprocess.run([str(BLAST), "send", "--to", to, "--json", "--quiet", *args],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    try:
+        doc = json.loads(r.stdout)
+    except ValueError as e:
+        raise AssertionError(f"blast send exited {r.returncode} without JSON ({e}): "
+                             f"stdout {r.stdout!r} stderr {r.stderr!r}") from e
+    return r.returncode, doc, r.stderr
+
+
+SEND_FIELDS = ("messages", "seconds", "msgs_per_sec", "errors", "latency_p50_ms", "latency_p99_ms", "replies")
+SINK_FIELDS = ("messages", "seconds", "checksum_failures", "duplicates", "per_domain")
+
+
+# --------------------------------------------------------------------------- send -> sink
+def test_send_to_sink_counts_match(blast_sink):
+    sink = blast_sink("--expect", "2000")
+    rc, sent, err = blast_send(sink.address, "--connections", "10", "--messages", "2000", "--size", "4096",
+                               "--domains", "3")
+    got = sink.wait()
+    for f in SEND_FIELDS:
+        assert f in sent, f"send JSON lacks {f}: {sent}"
+    for f in SINK_FIELDS:
+        assert f in got, f"sink JSON lacks {f}: {got}"
+    assert rc == 0, (sent, err)
+    assert sent["messages"] == 2000 and sent["errors"] == 0, sent
+    assert sent["replies"] == {"250": 2000}, sent
+    assert got["messages"] == 2000, got
+    assert got["checksum_failures"] == 0 and got["checksum_ok"] == 2000, got
+    assert got["duplicates"] == 0, got
+    assert got["per_domain"] == {"d1.example.test": 667, "d2.example.test": 667, "d3.example.test": 666}, got
+
+
+def test_send_bdat_sizes_and_rcpts_to_sink(blast_sink):
+    sink = blast_sink("--expect", "300", "--threads", "2")
+    rc, sent, err = blast_send(sink.address, "--connections", "4", "--messages", "300", "--bdat",
+                               "--size", "1k:60,16k:30,256k:10", "--rcpts", "2",
+                               "--domain-list", "a.example.test,b.example.test")
+    got = sink.wait()
+    assert rc == 0 and sent["messages"] == 300, (sent, err)
+    assert got["messages"] == 300 and got["checksum_failures"] == 0 and got["duplicates"] == 0, got
+    assert got["per_domain"] == {"a.example.test": 300, "b.example.test": 300}, got
+
+
+def test_send_without_pipelining(blast_sink):
+    sink = blast_sink("--expect", "200")
+    rc, sent, err = blast_send(sink.address, "--connections", "3", "--messages", "200", "--pipelining", "off")
+    got = sink.wait()
+    assert rc == 0 and sent["messages"] == 200, (sent, err)
+    assert got["messages"] == 200 and got["checksum_failures"] == 0, got
+
+
+# --------------------------------------------------------------------------- lost mail is noticed
+@pytest.mark.parametrize("behaviour", [["--drop-percent", "3"], ["--permfail-percent", "3"]],
+                         ids=["drop", "permfail"])
+def test_send_reports_lost_or_refused_mail(blast_sink, behaviour):
+    sink = blast_sink(*behaviour, "--seed", "5")
+    rc, sent, err = blast_send(sink.address, "--connections", "10", "--messages", "1000")
+    got = sink.stop()
+    assert rc != 0, f"send must fail when mail is lost or refused: {sent}"
+    assert sent["errors"] > 0, sent
+    assert got["messages"] < 1000, got
+    # every message send counted as accepted reached the sink, and nothing more
+    assert got["messages"] == sent["messages"], (sent, got)
+    assert sent["messages"] + sent["errors"] == 1000, sent
+    if behaviour[0] == "--permfail-percent":
+        assert sent["replies"].get("550", 0) == sent["errors"], sent
+    else:
+        assert sent["lost"] == sent["errors"] == got["dropped"], (sent, got)
+    # --allow-failures turns the exit code around, not the counts
+    again = blast_sink(*behaviour, "--seed", "6")
+    rc2, sent2, _ = blast_send(again.address, "--connections", "2", "--messages", "200", "--allow-failures")
+    assert rc2 == 0 and sent2["errors"] > 0, sent2
+
+
+# --------------------------------------------------------------------------- sink behaviours
+def test_sink_behaviours_seen_by_smtplib(blast_sink):
+    sink = blast_sink("--greylist")
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as c:
+        code, caps = c.ehlo("client.example.test")
+        assert code == 250
+        for ext in ("pipelining", "chunking", "8bitmime", "size"):
+            assert c.has_extn(ext), caps
+        assert c.mail("alice@example.test")[0] == 250
+        code, text = c.rcpt("tempfail@d1.example.test")
+        assert code == 451 and b"4.7.1" in text, text
+        code, text = c.rcpt("permfail@d1.example.test")
+        assert code == 550 and b"5.1.1" in text, text
+        assert c.rcpt("bob@d1.example.test")[0] == 250
+        c.rset()
+
+        msg = make_message("grey-1@client.example.test")
+        with pytest.raises(smtplib.SMTPDataError) as e:
+            c.sendmail("alice@example.test", ["bob@d1.example.test"], msg)
+        assert e.value.smtp_code == 451, e.value
+        assert c.sendmail("alice@example.test", ["bob@d1.example.test"], msg) == {}
+
+        # a body that does not match its checksum is accepted but counted
+        good = make_message("sum-1@client.example.test", body=b"payload\r\n",
+                            extra=b"X-Blast-Checksum: %016x\r\n" % fnv1a(b"payload\r\n"))
+        bad = make_message("sum-2@client.example.test", body=b"payl0ad\r\n",
+                           extra=b"X-Blast-Checksum: %016x\r\n" % fnv1a(b"payload\r\n"))
+        for m in (good, bad):  # first attempts are greylisted
+            with pytest.raises(smtplib.SMTPDataError):
+                c.sendmail("alice@example.test", ["bob@d2.example.test"], m)
+            assert c.sendmail("alice@example.test", ["bob@d2.example.test"], m) == {}
+    got = sink.stop()
+    assert got["messages"] == 3, got
+    assert got["greylisted"] == 3, got
+    assert got["checksum_failures"] == 1 and got["checksum_ok"] == 1, got
+    assert got["per_domain"] == {"d1.example.test": 1, "d2.example.test": 2}, got
+
+
+def test_sink_duplicates_ids_file_and_connection_limit(blast_sink, tmp_path):
+    ids = tmp_path / "ids.txt"
+    sink = blast_sink("--ids-file", str(ids), "--max-connections", "1")
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as c:
+        msg = make_message("dup-1@client.example.test")
+        for _ in range(2):
+            assert c.sendmail("alice@example.test", ["bob@d1.example.test"], msg) == {}
+        # a second connection is over the limit
+        with pytest.raises(smtplib.SMTPConnectError) as e:
+            smtplib.SMTP("127.0.0.1", sink.port, timeout=10)
+        assert e.value.smtp_code == 421
+    got = sink.stop()
+    assert got["messages"] == 2 and got["duplicates"] == 1, got
+    assert ids.read_text().splitlines() == ["<dup-1@client.example.test>"] * 2
+
+
+def test_sink_refuses_non_loopback(tmp_path):
+    r = subprocess.run([str(BLAST), "sink", "--listen", "192.0.2.1:2525", "--duration", "1"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and "not a loopback address" in r.stderr, r
+    r = subprocess.run([str(BLAST), "send", "--to", "192.0.2.1:2525", "--messages", "1"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and "not a loopback address" in r.stderr, r
+    r = subprocess.run([str(BLAST), "send", "--to", "127.0.0.1:1", "--messages", "1", "--starttls"],
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and "not supported yet" in r.stderr, r
+
+
+def fnv1a(data: bytes) -> int:
+    h = 0xcbf29ce484222325
+    for b in data:
+        h ^= b
+        h = (h * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+# --------------------------------------------------------------------------- Postfix tools
+def _need(path: Path) -> None:
+    if not path.exists():
+        pytest.skip(f"{path} not installed (Debian package postfix)")
+
+
+def test_send_to_postfix_smtp_sink(tmp_path):
+    _need(SMTP_SINK)
+    port = free_port()
+    out = open(tmp_path / "smtp-sink.out", "wb")
+    p = subprocess.Popen([str(SMTP_SINK), "-c", "-u", "nobody", f"127.0.0.1:{port}", "100"],
+                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                smtplib.SMTP("127.0.0.1", port, timeout=2).quit()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "smtp-sink did not start"
+                time.sleep(0.05)
+        rc, sent, err = blast_send(f"127.0.0.1:{port}", "--connections", "10", "--messages", "1000")
+        assert rc == 0 and sent["messages"] == 1000 and sent["errors"] == 0, (sent, err)
+        time.sleep(0.3)  # let smtp-sink print its last counter
+    finally:
+        p.kill()
+        p.wait(5)
+        out.close()
+    counts = re.findall(r"mesg=(\d+)", (tmp_path / "smtp-sink.out").read_text())
+    assert counts and int(counts[-1]) == 1000, counts[-5:]
+
+
+def test_postfix_smtp_source_to_sink(blast_sink):
+    _need(SMTP_SOURCE)
+    sink = blast_sink("--expect", "200")
+    r = subprocess.run([str(SMTP_SOURCE), "-s", "5", "-m", "200", sink.address],
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 0, r
+    got = sink.wait()
+    assert got["messages"] == 200, got
+    assert got["checksum_failures"] == 0 and got["duplicates"] == 0, got
+
+
+# --------------------------------------------------------------------------- through ringmaild
+def test_send_through_ringmaild_to_sink(start_daemon, blast_sink):
+    sink = blast_sink("--expect", "1000")
+    d = start_daemon(sink.address)
+    rc, sent, err = blast_send(f"{d.host}:{d.port}", "--connections", "10", "--messages", "1000", "--size", "2k",
+                               timeout=60)
+    assert rc == 0 and sent["messages"] == 1000, (sent, err)
+    got = sink.wait(timeout=30)
+    assert got["messages"] == 1000, got
+    assert got["checksum_failures"] == 0 and got["checksum_ok"] == 1000, got
+    assert got["duplicates"] == 0, got
+    d.wait_queue_empty(timeout=10)

@@ -1,0 +1,76 @@
+// ringmail-blast: SMTP load generator (`send`) and counting sink (`sink`) for
+// benchmarking and testing ringmail on loopback.
+//   ringmail-blast send --to 127.0.0.1:2525 --connections 50 --messages 100000 --size 4096 [--json]
+//   ringmail-blast sink --listen 127.0.0.1:10026 [--expect 100000] [--duration 60] [--json]
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+
+#include "tools/ringmail-blast/send.h"
+#include "tools/ringmail-blast/sink.h"
+
+using namespace ringmail::blast;
+
+int main(int argc, char** argv) {
+    CLI::App app{"ringmail-blast: SMTP load generator and sink (loopback only)"};
+    app.set_version_flag("-V,--version", std::string("ringmail-blast ") + RINGMAIL_VERSION);
+    app.require_subcommand(1);
+
+    send_options so;
+    auto* send = app.add_subcommand("send", "send mail as fast as possible (or at --rate) and report throughput");
+    send->add_option("--to", so.to, "destination host:port (repeatable or comma list; loopback only)")
+        ->delimiter(',');
+    send->add_option("--connections", so.connections, "concurrent connections")->capture_default_str();
+    auto* messages = send->add_option("--messages", so.messages, "messages to send in total");
+    auto* duration = send->add_option("--duration", so.duration_s, "send for this many seconds");
+    messages->excludes(duration);
+    send->add_option("--size", so.size, "message size in bytes (4096, 4k, 1m) or a distribution 1k:70,16k:25,1m:5")
+        ->capture_default_str();
+    send->add_option("--rcpts", so.rcpts, "recipients per message")->capture_default_str();
+    auto* domains = send->add_option("--domains", so.domains, "spread recipients over d1..dN.example.test")
+                        ->capture_default_str();
+    send->add_option("--domain-list", so.domain_list, "recipient domains, comma list")->excludes(domains);
+    send->add_option("--from", so.from, "envelope sender")->capture_default_str();
+    send->add_option("--helo", so.helo, "EHLO name")->capture_default_str();
+    send->add_option("--pipelining", so.pipelining, "on|off: pipeline MAIL/RCPT/DATA when offered")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->capture_default_str();
+    send->add_flag("--bdat", so.bdat, "use BDAT instead of DATA when CHUNKING is offered");
+    send->add_option("--rate", so.rate, "open loop: messages per second in total (default: closed loop)");
+    send->add_option("--seed", so.seed, "seed for Message-IDs and size picks (default: from the clock, printed at the end)");
+    send->add_option("--threads", so.threads, "engine shards (connections are split among them)")
+        ->capture_default_str();
+    send->add_option("--timeout", so.timeout_s, "seconds to wait for any reply or write")->capture_default_str();
+    send->add_flag("--json", so.json, "print one JSON object at the end");
+    send->add_flag("-q,--quiet", so.quiet, "no progress lines");
+    send->add_flag("--allow-failures", so.allow_failures, "exit 0 even if some messages were refused or lost");
+    send->add_flag("--starttls", so.starttls, "use STARTTLS (not supported yet)");
+    send->add_option("--auth", so.auth, "AUTH user:password (not supported yet)");
+
+    sink_options ko;
+    auto* sink = app.add_subcommand("sink", "accept and discard mail, verifying checksums and counting");
+    sink->add_option("--listen", ko.listen, "address(es) to listen on, comma list (loopback only)")
+        ->capture_default_str();
+    sink->add_option("--threads", ko.threads, "engine shards (SO_REUSEPORT)")->capture_default_str();
+    sink->add_option("--expect", ko.expect, "exit after this many messages were accepted");
+    sink->add_option("--duration", ko.duration_s, "exit after this many seconds");
+    sink->add_flag("--json", ko.json, "print one JSON object at the end");
+    sink->add_flag("-q,--quiet", ko.quiet, "no progress lines");
+    sink->add_option("--tempfail-percent", ko.tempfail_percent, "answer 451 4.7.1 to this share of recipients");
+    sink->add_option("--permfail-percent", ko.permfail_percent, "answer 550 5.1.1 to this share of recipients");
+    sink->add_option("--drop-percent", ko.drop_percent, "drop the connection mid-DATA for this share of messages");
+    sink->add_flag("--greylist", ko.greylist, "answer 451 to the first attempt of each Message-ID");
+    sink->add_option("--delay-ms", ko.delay_ms, "delay every reply by this many milliseconds");
+    sink->add_option("--max-connections", ko.max_connections, "answer 421 beyond this many connections");
+    sink->add_option("--seed", ko.seed, "seed for the failure decisions")->capture_default_str();
+    sink->add_option("--ids-file", ko.ids_file, "append each accepted Message-ID to this file");
+    sink->add_option("--hostname", ko.hostname, "name in the greeting")->capture_default_str();
+
+    app.footer(
+        "Checksum: X-Blast-Checksum is FNV-1a 64 (16 hex digits) of the unstuffed body after the first CRLFCRLF.\n"
+        "Sink signals: TERM/INT print the summary and exit, USR1 prints the summary to stderr.");
+    CLI11_PARSE(app, argc, argv);
+
+    if (send->parsed()) return run_send(so);
+    return run_sink(ko);
+}

@@ -1,0 +1,694 @@
+#include "tools/ringmail-blast/send.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/io.h"
+#include "engine/log.h"
+#include "engine/shard.h"
+#include "engine/task.h"
+#include "protocols/smtp/dot_stuffing.h"
+#include "protocols/smtp/reply_parser.h"
+#include "tools/ringmail-blast/common.h"
+
+namespace ringmail::blast {
+
+namespace {
+
+using namespace std::chrono_literals;
+using clock_type = std::chrono::steady_clock;
+constexpr size_t line_bytes = 78;  // 76 printable characters + CRLF
+
+// Read-only after start; shared by every shard.
+struct send_state {
+    const send_options* opts = nullptr;
+    std::vector<net::socket_address> to;
+    std::vector<size_class> sizes;
+    std::vector<double> cumulative;  // of size weights, for the pick
+    std::vector<std::string> domains;
+    std::string body_template;  // lines of printable text, some starting with "."
+    bool pipelining = true;
+    clock_type::time_point start;
+
+    std::atomic<uint64_t> next_index{0};
+    std::atomic<bool> stop{false};
+    std::atomic<unsigned> finished{0};
+};
+
+// Counters of one shard (single writer: that shard's thread).
+struct shard_stats {
+    counter attempted, accepted, refused, lost, rcpt_refusals, bytes, connect_errors;
+    std::array<counter, 600> codes{};  // outcome reply code per message
+    latency_histogram latency;
+};
+
+struct shard_ctx {
+    engine::shard* shard = nullptr;
+    send_state* state = nullptr;
+    shard_stats stats;
+    std::vector<int> fds;  // per connection slot on this shard; -1 when closed
+};
+
+std::string make_body_template(size_t bytes) {
+    std::string t;
+    t.reserve(bytes + line_bytes);
+    static constexpr std::string_view words =
+        "the quick brown fox jumps over the lazy dog while ringmail blasts mail through io_uring "
+        "and every byte is counted checked and thrown away by the sink at the other end ";
+    size_t w = 0;
+    for (size_t line = 0; t.size() < bytes; ++line) {
+        // Every seventh line starts with "." (and one with ".."): dot-stuffing must be exact.
+        size_t start = t.size();
+        if (line % 7 == 3) t.push_back('.');
+        if (line % 49 == 10) t.append("..");
+        while (t.size() - start < line_bytes - 2) {
+            t.push_back(words[w]);
+            w = (w + 1) % words.size();
+        }
+        t.append("\r\n");
+    }
+    return t;
+}
+
+class connection {
+public:
+    connection(shard_ctx& ctx, unsigned global_index, unsigned slot)
+        : _ctx(ctx), _st(*ctx.state), _opts(*ctx.state->opts), _conn(global_index), _slot(slot),
+          _timeout(std::chrono::milliseconds(uint64_t(_opts.timeout_s) * 1000)) {}
+
+    engine::task<void> run();
+
+private:
+    enum class outcome { accepted, refused, lost };
+
+    engine::task<bool> open();
+    void close_fd() {
+        if (_fd >= 0) ::close(_fd);
+        _fd = -1;
+        _ctx.fds[_slot] = -1;
+        _in.clear();
+    }
+    // Reads one reply; 0 when the connection failed or the reply was malformed.
+    engine::task<int> read_reply(bool keep_caps = false);
+    engine::task<bool> send_all(std::string_view data);
+    engine::task<bool> send_iov(std::vector<iovec>& iov);
+    bool take_index(uint64_t& idx);
+    void build_message(uint64_t idx);
+    engine::task<outcome> transact(int& code);
+
+    shard_ctx& _ctx;
+    send_state& _st;
+    const send_options& _opts;
+    unsigned _conn;
+    unsigned _slot;
+    std::chrono::milliseconds _timeout;
+    int _fd = -1;
+    bool _pipelining = false;
+    bool _bdat = false;
+    uint64_t _seq = 0;
+    uint64_t _rng = 0;
+
+    char _buf[8192];
+    std::string _in;
+    std::string _cmd;      // MAIL/RCPT/DATA group
+    std::string _msg;      // the message, reused
+    std::string _tail;     // varying end of the body
+    std::vector<iovec> _iov;
+    std::vector<std::pair<size_t, uint64_t>> _prefix_hash;  // template prefix length -> FNV state
+    std::vector<std::string_view> _rcpt_list;
+    std::string _rcpt_store;
+};
+
+engine::task<bool> connection::send_all(std::string_view data) {
+    while (!data.empty()) {
+        int n = co_await engine::async_send(_fd, data.data(), data.size(), _timeout);
+        if (n <= 0) co_return false;
+        data.remove_prefix(size_t(n));
+    }
+    co_return true;
+}
+
+engine::task<bool> connection::send_iov(std::vector<iovec>& iov) {
+    size_t first = 0;
+    while (first < iov.size()) {
+        size_t count = std::min<size_t>(iov.size() - first, 1024);  // IOV_MAX
+        int n = co_await engine::async_sendmsg(_fd, iov.data() + first, count, _timeout);
+        if (n <= 0) co_return false;
+        size_t sent = size_t(n);
+        while (sent > 0 && first < iov.size()) {
+            if (sent >= iov[first].iov_len) {
+                sent -= iov[first].iov_len;
+                ++first;
+            } else {
+                iov[first].iov_base = static_cast<char*>(iov[first].iov_base) + sent;
+                iov[first].iov_len -= sent;
+                sent = 0;
+            }
+        }
+    }
+    co_return true;
+}
+
+engine::task<int> connection::read_reply(bool keep_caps) {
+    for (;;) {
+        auto p = smtp::parse_reply(_in);
+        if (p.status == smtp::parse_status::complete) {
+            if (keep_caps && p.code / 100 == 2) {
+                auto caps = smtp::parse_ehlo_capabilities(p.raw);
+                _pipelining = caps.pipelining && _st.pipelining;
+                _bdat = caps.chunking && _opts.bdat;
+            }
+            _in.erase(0, p.consumed);
+            co_return p.code;
+        }
+        if (p.status == smtp::parse_status::error) co_return 0;
+        int n = co_await engine::async_recv(_fd, _buf, sizeof _buf, _timeout);
+        if (n <= 0) co_return 0;
+        _in.append(_buf, size_t(n));
+    }
+}
+
+engine::task<bool> connection::open() {
+    const auto& dest = _st.to[_conn % _st.to.size()];
+    _fd = ::socket(dest.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (_fd < 0) co_return false;
+    _ctx.fds[_slot] = _fd;
+    int one = 1;
+    ::setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int rc = co_await engine::async_connect(_fd, dest.sockaddr_ptr(), dest.length(), _timeout);
+    if (rc < 0) co_return false;
+    if (co_await read_reply() != 220) co_return false;
+    _pipelining = _bdat = false;
+    if (!co_await send_all(fmt::format("EHLO {}\r\n", _opts.helo))) co_return false;
+    int code = co_await read_reply(true);
+    if (code == 0) co_return false;
+    if (code / 100 != 2) {
+        if (!co_await send_all(fmt::format("HELO {}\r\n", _opts.helo))) co_return false;
+        if (co_await read_reply() / 100 != 2) co_return false;
+    }
+    co_return true;
+}
+
+bool connection::take_index(uint64_t& idx) {
+    if (_st.stop.load(std::memory_order_relaxed)) return false;
+    idx = _st.next_index.fetch_add(1, std::memory_order_relaxed);
+    if (_opts.messages > 0 && idx >= _opts.messages) return false;
+    return true;
+}
+
+void connection::build_message(uint64_t idx) {
+    // Size: a weighted pick from the distribution (deterministic per seed/connection).
+    _rng = mix(_rng);
+    double r = double(_rng >> 11) / double(1ULL << 53) * _st.cumulative.back();
+    size_t k = size_t(std::lower_bound(_st.cumulative.begin(), _st.cumulative.end(), r) - _st.cumulative.begin());
+    uint64_t target = _st.sizes[std::min(k, _st.sizes.size() - 1)].bytes;
+
+    // Recipients, spread over the domains.
+    _rcpt_store.clear();
+    for (unsigned i = 0; i < _opts.rcpts; ++i) {
+        uint64_t n = idx * _opts.rcpts + i;
+        fmt::format_to(std::back_inserter(_rcpt_store), "u{}@{}\n", n % 1000, _st.domains[n % _st.domains.size()]);
+    }
+    _rcpt_list.clear();
+    for (std::string_view rest = _rcpt_store; !rest.empty();) {
+        size_t e = rest.find('\n');
+        _rcpt_list.push_back(rest.substr(0, e));
+        rest.remove_prefix(e + 1);
+    }
+
+    // Headers first (without the checksum) to learn their length.
+    ++_seq;
+    _msg.clear();
+    fmt::format_to(std::back_inserter(_msg),
+                   "From: <{}>\r\nTo: <{}>\r\nSubject: blast {}\r\nMessage-ID: <{}-{}-{}@blast>\r\n"
+                   "Date: Mon, 24 Nov 2025 10:00:00 +0000\r\nMIME-Version: 1.0\r\n",
+                   _opts.from, _rcpt_list[0], idx, _opts.seed, _conn, _seq);
+    size_t headers_len = _msg.size() + checksum_header.size() + 2 + 16 + 2 + 2;
+    uint64_t body_len = target > headers_len + 40 ? target - headers_len : 40;
+
+    // Body: a prefix of the shared template (hash state cached) and a tail that
+    // names the message, so every body differs.
+    size_t prefix = body_len > 2 * line_bytes ? size_t((body_len - line_bytes) / line_bytes) * line_bytes : 0;
+    size_t rest = size_t(body_len - prefix);
+    _tail.clear();
+    fmt::format_to(std::back_inserter(_tail), "blast message {} connection {} sequence {} seed {}", idx, _conn, _seq,
+                   _opts.seed);
+    size_t first = std::min<size_t>(_tail.size(), 76);
+    _tail.resize(first);
+    if (rest >= first + 2) {
+        size_t pad = std::min<size_t>(76, rest - 2) - first;
+        _tail.append(pad, '-');
+        _tail.append("\r\n");
+        rest -= _tail.size();
+        while (rest >= 3) {
+            size_t n = std::min<size_t>(76, rest - 2);
+            _tail.append(n, 'z');
+            _tail.append("\r\n");
+            rest -= n + 2;
+        }
+    } else {
+        _tail.append("\r\n");
+    }
+    uint64_t h = fnv_offset;
+    if (prefix > 0) {
+        auto it = std::find_if(_prefix_hash.begin(), _prefix_hash.end(), [&](auto& p) { return p.first == prefix; });
+        if (it == _prefix_hash.end()) {
+            _prefix_hash.emplace_back(prefix, fnv1a(fnv_offset, std::string_view(_st.body_template).substr(0, prefix)));
+            it = _prefix_hash.end() - 1;
+        }
+        h = it->second;
+    }
+    h = fnv1a(h, _tail);
+    fmt::format_to(std::back_inserter(_msg), "{}: {:016x}\r\n\r\n", checksum_header, h);
+    _msg.append(_st.body_template, 0, prefix);
+    _msg.append(_tail);
+}
+
+engine::task<connection::outcome> connection::transact(int& code) {
+    auto& stats = _ctx.stats;
+    _cmd.clear();
+    fmt::format_to(std::back_inserter(_cmd), "MAIL FROM:<{}> SIZE={}\r\n", _opts.from, _msg.size());
+    size_t mail_end = _cmd.size();
+    for (auto r : _rcpt_list) fmt::format_to(std::back_inserter(_cmd), "RCPT TO:<{}>\r\n", r);
+    size_t rcpts_end = _cmd.size();
+    size_t accepted = 0;
+    int mail_code = 0, last_rcpt_code = 0;
+
+    if (_pipelining) {
+        // RFC 2920: MAIL, RCPTs and DATA (or BDAT with its chunk) in one write.
+        _iov.clear();
+        if (_bdat) {
+            fmt::format_to(std::back_inserter(_cmd), "BDAT {} LAST\r\n", _msg.size());
+            _iov.push_back({_cmd.data(), _cmd.size()});
+            _iov.push_back({_msg.data(), _msg.size()});
+        } else {
+            _cmd.append("DATA\r\n");
+            _iov.push_back({_cmd.data(), _cmd.size()});
+        }
+        if (!co_await send_iov(_iov)) co_return outcome::lost;
+        auto t0 = clock_type::now();
+        mail_code = co_await read_reply();
+        if (mail_code == 0) co_return outcome::lost;
+        for (size_t i = 0; i < _rcpt_list.size(); ++i) {
+            int c = co_await read_reply();
+            if (c == 0) co_return outcome::lost;
+            if (c / 100 == 2) ++accepted;
+            else {
+                stats.rcpt_refusals.add();
+                last_rcpt_code = c;
+            }
+        }
+        int c = co_await read_reply();
+        if (c == 0) co_return outcome::lost;
+        if (_bdat) {
+            if (mail_code / 100 == 2 && accepted > 0 && c / 100 == 2) {
+                stats.latency.record_us(uint64_t(
+                    std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0).count()));
+                code = c;
+                co_return outcome::accepted;
+            }
+            code = mail_code / 100 != 2 ? mail_code : accepted == 0 ? last_rcpt_code : c;
+            co_return outcome::refused;
+        }
+        if (c != 354) {
+            code = mail_code / 100 != 2 ? mail_code : accepted == 0 ? last_rcpt_code : c;
+            co_return outcome::refused;
+        }
+        if (mail_code / 100 != 2 || accepted == 0) {
+            // DATA was taken although nothing else was: end it empty.
+            if (!co_await send_all(".\r\n") || co_await read_reply() == 0) co_return outcome::lost;
+            code = mail_code / 100 != 2 ? mail_code : last_rcpt_code;
+            co_return outcome::refused;
+        }
+    } else {
+        if (!co_await send_all(std::string_view(_cmd).substr(0, mail_end))) co_return outcome::lost;
+        mail_code = co_await read_reply();
+        if (mail_code == 0) co_return outcome::lost;
+        if (mail_code / 100 != 2) {
+            code = mail_code;
+            co_return outcome::refused;
+        }
+        size_t off = mail_end;
+        for (size_t i = 0; i < _rcpt_list.size(); ++i) {
+            size_t e = _cmd.find("\r\n", off) + 2;
+            if (!co_await send_all(std::string_view(_cmd).substr(off, e - off))) co_return outcome::lost;
+            off = e;
+            int c = co_await read_reply();
+            if (c == 0) co_return outcome::lost;
+            if (c / 100 == 2) ++accepted;
+            else {
+                stats.rcpt_refusals.add();
+                last_rcpt_code = c;
+            }
+        }
+        (void)rcpts_end;
+        if (accepted == 0) {
+            code = last_rcpt_code;
+            co_return outcome::refused;
+        }
+        if (_bdat) {
+            _cmd.clear();
+            fmt::format_to(std::back_inserter(_cmd), "BDAT {} LAST\r\n", _msg.size());
+            _iov.clear();
+            _iov.push_back({_cmd.data(), _cmd.size()});
+            _iov.push_back({_msg.data(), _msg.size()});
+            if (!co_await send_iov(_iov)) co_return outcome::lost;
+            auto t0 = clock_type::now();
+            int c = co_await read_reply();
+            if (c == 0) co_return outcome::lost;
+            code = c;
+            if (c / 100 != 2) co_return outcome::refused;
+            stats.latency.record_us(
+                uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0).count()));
+            co_return outcome::accepted;
+        }
+        if (!co_await send_all("DATA\r\n")) co_return outcome::lost;
+        int c = co_await read_reply();
+        if (c == 0) co_return outcome::lost;
+        if (c != 354) {
+            code = c;
+            co_return outcome::refused;
+        }
+    }
+    // The content, dot-stuffed (RFC 5321 §4.5.2) and terminated.
+    _iov.clear();
+    smtp::dot_stuff_segments(_msg, _iov);
+    if (!co_await send_iov(_iov)) co_return outcome::lost;
+    auto t0 = clock_type::now();
+    int c = co_await read_reply();
+    if (c == 0) co_return outcome::lost;
+    code = c;
+    if (c / 100 != 2) co_return outcome::refused;
+    stats.latency.record_us(
+        uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0).count()));
+    co_return outcome::accepted;
+}
+
+engine::task<void> connection::run() {
+    _ctx.shard->hold();
+    _rng = mix(_opts.seed ^ (uint64_t(_conn) << 32));
+    auto& stats = _ctx.stats;
+    unsigned failures = 0;
+    bool done = false;
+    while (!done && !_st.stop.load(std::memory_order_relaxed)) {
+        if (!co_await open()) {
+            close_fd();
+            stats.connect_errors.add();
+            if (++failures >= 10) break;  // the target is gone: give up this connection
+            co_await engine::sleep_op(200ms);
+            continue;
+        }
+        failures = 0;
+        for (;;) {
+            uint64_t idx = 0;
+            if (!take_index(idx)) {
+                done = true;
+                if (co_await send_all("QUIT\r\n")) co_await read_reply();
+                break;
+            }
+            if (_opts.rate > 0) {
+                auto due = _st.start + std::chrono::duration_cast<clock_type::duration>(
+                                           std::chrono::duration<double>(double(idx) / _opts.rate));
+                auto now = clock_type::now();
+                if (due > now) {
+                    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(due - now);
+                    if (ms.count() > 0) co_await engine::sleep_op(ms);
+                }
+            }
+            build_message(idx);
+            stats.attempted.add();
+            int code = 0;
+            outcome o = co_await transact(code);
+            if (o == outcome::lost) {
+                stats.lost.add();
+                break;  // reconnect
+            }
+            if (code > 0 && code < 600) stats.codes[size_t(code)].add();
+            if (o == outcome::accepted) {
+                stats.accepted.add();
+                stats.bytes.add(_msg.size());
+                continue;
+            }
+            stats.refused.add();
+            if (!co_await send_all("RSET\r\n") || co_await read_reply() / 100 != 2) break;
+        }
+        close_fd();
+    }
+    close_fd();
+    _st.finished.fetch_add(1);
+    _ctx.shard->release();
+}
+
+engine::task<void> run_connection(shard_ctx& ctx, unsigned global_index, unsigned slot) {
+    connection c(ctx, global_index, slot);
+    co_await c.run();
+}
+
+uint64_t parse_bytes(std::string_view s) {
+    uint64_t n = 0;
+    auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (ec != std::errc{} || p == s.data()) throw std::runtime_error("bad size '" + std::string(s) + "'");
+    std::string_view unit = s.substr(size_t(p - s.data()));
+    uint64_t mult = 1;
+    if (unit.empty() || unit == "b" || unit == "B") mult = 1;
+    else if (unit == "k" || unit == "K" || unit == "KiB") mult = 1024;
+    else if (unit == "m" || unit == "M" || unit == "MiB") mult = 1024 * 1024;
+    else throw std::runtime_error("bad size unit in '" + std::string(s) + "' (use k or m)");
+    if (n == 0) throw std::runtime_error("size must be positive: '" + std::string(s) + "'");
+    return n * mult;
+}
+
+struct totals {
+    uint64_t attempted = 0, accepted = 0, refused = 0, lost = 0, rcpt_refusals = 0, bytes = 0, connect_errors = 0;
+    std::map<int, uint64_t> codes;
+    std::vector<uint64_t> hist;
+};
+
+totals collect(const std::vector<std::unique_ptr<shard_ctx>>& ctxs) {
+    totals t;
+    for (auto& c : ctxs) {
+        auto& s = c->stats;
+        t.attempted += s.attempted.get();
+        t.accepted += s.accepted.get();
+        t.refused += s.refused.get();
+        t.lost += s.lost.get();
+        t.rcpt_refusals += s.rcpt_refusals.get();
+        t.bytes += s.bytes.get();
+        t.connect_errors += s.connect_errors.get();
+        for (int i = 0; i < 600; ++i)
+            if (uint64_t n = s.codes[size_t(i)].get()) t.codes[i] += n;
+        s.latency.add_to(t.hist);
+    }
+    return t;
+}
+
+std::string codes_text(const totals& t) {
+    std::string s;
+    for (auto& [code, n] : t.codes) {
+        if (code / 100 == 2) continue;
+        fmt::format_to(std::back_inserter(s), " {}:{}", code, n);
+    }
+    if (t.lost) fmt::format_to(std::back_inserter(s), " lost:{}", t.lost);
+    return s.empty() ? " none" : s;
+}
+
+}  // namespace
+
+std::vector<size_class> parse_sizes(const std::string& text) {
+    std::vector<size_class> out;
+    for (const auto& item : split_list(text)) {
+        size_t colon = item.find(':');
+        size_class c{parse_bytes(std::string_view(item).substr(0, colon)), 1.0};
+        if (colon != std::string::npos) {
+            try {
+                c.weight = std::stod(item.substr(colon + 1));
+            } catch (const std::exception&) {
+                throw std::runtime_error("bad weight in '" + item + "'");
+            }
+            if (!(c.weight > 0)) throw std::runtime_error("weight must be positive in '" + item + "'");
+        }
+        if (c.bytes > 64 * 1024 * 1024) throw std::runtime_error("size above 64m: '" + item + "'");
+        out.push_back(c);
+    }
+    if (out.empty()) throw std::runtime_error("--size: nothing given");
+    return out;
+}
+
+int run_send(const send_options& given) {
+    send_options opts = given;
+    if (opts.seed == 0)
+        opts.seed = mix(uint64_t(std::chrono::system_clock::now().time_since_epoch().count()) ^ uint64_t(::getpid())) % 1000000000ULL + 1;
+    log::set_program_name("ringmail-blast");
+    auto fail = [](const std::string& why) {
+        std::fprintf(stderr, "ringmail-blast send: %s\n", why.c_str());
+        return 2;
+    };
+    if (opts.starttls) return fail("--starttls: not supported yet (ringmail has no STARTTLS yet)");
+    if (!opts.auth.empty()) return fail("--auth: not supported yet (ringmail has no AUTH yet)");
+    if (opts.messages == 0 && opts.duration_s <= 0) return fail("give --messages N or --duration S");
+    if (opts.connections == 0) return fail("--connections must be at least 1");
+    if (opts.rcpts == 0 || opts.rcpts > 1000) return fail("--rcpts must be within 1..1000");
+    if (opts.pipelining != "on" && opts.pipelining != "off") return fail("--pipelining must be on or off");
+
+    send_state st;
+    st.opts = &opts;
+    st.pipelining = opts.pipelining == "on";
+    try {
+        for (const auto& t : opts.to)
+            for (const auto& a : split_list(t)) st.to.push_back(require_loopback(a, "--to"));
+        if (st.to.empty()) throw std::runtime_error("--to: no address given");
+        st.sizes = parse_sizes(opts.size);
+    } catch (const std::exception& e) {
+        return fail(e.what());
+    }
+    double sum = 0;
+    uint64_t max_size = 0;
+    for (auto& c : st.sizes) {
+        sum += c.weight;
+        st.cumulative.push_back(sum);
+        max_size = std::max(max_size, c.bytes);
+    }
+    if (!opts.domain_list.empty()) st.domains = split_list(opts.domain_list);
+    if (st.domains.empty())
+        for (unsigned i = 1; i <= std::max(1u, opts.domains); ++i) st.domains.push_back(fmt::format("d{}.example.test", i));
+    st.body_template = make_body_template(size_t(max_size) + 2 * line_bytes);
+
+    sigset_t signals;
+    sigemptyset(&signals);
+    for (int s : {SIGTERM, SIGINT}) sigaddset(&signals, s);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+
+    unsigned threads = std::max(1u, std::min(opts.threads, opts.connections));
+    engine::shard_options so;
+    so.recv_buffers = 16;  // the sender reads replies into its own small buffers
+    so.shutdown_timeout = std::chrono::milliseconds(2000);
+    std::vector<std::unique_ptr<engine::shard>> shards;
+    std::vector<std::unique_ptr<shard_ctx>> ctxs;
+    for (unsigned i = 0; i < threads; ++i) {
+        shards.push_back(std::make_unique<engine::shard>(i, -1, so));
+        ctxs.push_back(std::make_unique<shard_ctx>());
+        ctxs.back()->state = &st;
+    }
+    st.start = clock_type::now();
+    for (unsigned i = 0; i < threads; ++i) {
+        shards[i]->start([ctx = ctxs[i].get(), i, threads, n = opts.connections](engine::shard& s) {
+            ctx->shard = &s;
+            std::vector<unsigned> mine;
+            for (unsigned c = i; c < n; c += threads) mine.push_back(c);
+            ctx->fds.assign(mine.size(), -1);
+            s.on_stop([ctx] {
+                for (int fd : ctx->fds)
+                    if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+            });
+            for (unsigned slot = 0; slot < mine.size(); ++slot) engine::spawn(run_connection(*ctx, mine[slot], slot));
+        });
+    }
+    for (auto& s : shards) {
+        if (!s->wait_ready()) {
+            std::fprintf(stderr, "ringmail-blast send: shard %u: %s\n", s->index(), s->setup_error().c_str());
+            st.stop = true;
+            for (auto& t : shards) t->request_stop();
+            for (auto& t : shards) t->join();
+            return 1;
+        }
+    }
+
+    auto seconds = [&] { return std::chrono::duration<double>(clock_type::now() - st.start).count(); };
+    bool interactive = ::isatty(2);
+    auto next_progress = st.start + 1s;
+    uint64_t last_accepted = 0;
+    clock_type::time_point stop_at{};
+    bool interrupted = false;
+    while (st.finished.load() < opts.connections) {
+        timespec ts{0, 50'000'000};
+        int sig = sigtimedwait(&signals, nullptr, &ts);
+        if ((sig == SIGTERM || sig == SIGINT) && !st.stop) {
+            st.stop = true;
+            interrupted = true;
+            stop_at = clock_type::now() + 3s;
+        }
+        if (opts.duration_s > 0 && !st.stop && seconds() >= opts.duration_s) {
+            st.stop = true;
+            stop_at = clock_type::now() + std::chrono::seconds(opts.timeout_s);
+        }
+        if (st.stop && clock_type::now() >= stop_at) break;  // request_stop() closes what is left
+        auto now = clock_type::now();
+        if (!opts.quiet && now >= next_progress) {
+            next_progress += 1s;
+            totals t = collect(ctxs);
+            std::fprintf(stderr,
+                         "%ssend: %.0fs %llu/s ok %llu errors %llu (%s ) p50 %.2f ms p99 %.2f ms%s",
+                         interactive ? "\r" : "", seconds(), (unsigned long long)(t.accepted - last_accepted),
+                         (unsigned long long)t.accepted, (unsigned long long)(t.refused + t.lost),
+                         codes_text(t).c_str() + 1, latency_histogram::percentile_ms(t.hist, 50),
+                         latency_histogram::percentile_ms(t.hist, 99), interactive ? "   " : "\n");
+            std::fflush(stderr);
+            last_accepted = t.accepted;
+        }
+    }
+    double elapsed = seconds();
+    if (interactive && !opts.quiet) std::fputc('\n', stderr);
+    for (auto& s : shards) s->request_stop();
+    for (auto& s : shards) s->join();
+
+    totals t = collect(ctxs);
+    uint64_t unsent = opts.messages > 0 && !interrupted && t.attempted < opts.messages ? opts.messages - t.attempted : 0;
+    uint64_t errors = t.refused + t.lost + unsent;
+    double p50 = latency_histogram::percentile_ms(t.hist, 50), p99 = latency_histogram::percentile_ms(t.hist, 99);
+    if (opts.json) {
+        nlohmann::json j;
+        j["messages"] = t.accepted;
+        j["seed"] = opts.seed;
+        j["attempted"] = t.attempted;
+        j["seconds"] = elapsed;
+        j["msgs_per_sec"] = elapsed > 0 ? double(t.accepted) / elapsed : 0.0;
+        j["errors"] = errors;
+        j["refused"] = t.refused;
+        j["lost"] = t.lost;
+        j["unsent"] = unsent;
+        j["rcpt_refusals"] = t.rcpt_refusals;
+        j["connect_errors"] = t.connect_errors;
+        j["bytes"] = t.bytes;
+        j["latency_p50_ms"] = p50;
+        j["latency_p99_ms"] = p99;
+        nlohmann::json r = nlohmann::json::object();
+        for (auto& [code, n] : t.codes) r[std::to_string(code)] = n;
+        j["replies"] = r;
+        std::printf("%s\n", j.dump().c_str());
+    } else {
+        std::printf(
+            "send: %llu messages accepted of %llu attempted in %.2f s (%.0f msg/s, %.1f MB/s); errors %llu "
+            "(refused %llu, lost %llu, unsent %llu); rcpt refusals %llu; connect errors %llu; non-2xx replies:%s; "
+            "latency p50 %.2f ms p99 %.2f ms; seed %llu\n",
+            (unsigned long long)t.accepted, (unsigned long long)t.attempted, elapsed,
+            elapsed > 0 ? double(t.accepted) / elapsed : 0.0, elapsed > 0 ? double(t.bytes) / elapsed / 1e6 : 0.0,
+            (unsigned long long)errors, (unsigned long long)t.refused, (unsigned long long)t.lost,
+            (unsigned long long)unsent, (unsigned long long)t.rcpt_refusals, (unsigned long long)t.connect_errors,
+            codes_text(t).c_str(), p50, p99, (unsigned long long)opts.seed);
+    }
+    std::fflush(stdout);
+    return errors > 0 && !opts.allow_failures ? 1 : 0;
+}
+
+}  // namespace ringmail::blast

@@ -1,0 +1,703 @@
+#include "tools/ringmail-blast/sink.h"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/io.h"
+#include "engine/log.h"
+#include "engine/shard.h"
+#include "engine/task.h"
+#include "protocols/smtp/address.h"
+#include "protocols/smtp/command_parser.h"
+#include "protocols/smtp/data_reader.h"
+#include "tools/ringmail-blast/common.h"
+
+namespace ringmail::blast {
+
+namespace {
+
+using namespace std::chrono_literals;
+using smtp::parse_status;
+using smtp::verb;
+
+constexpr auto command_timeout = std::chrono::milliseconds(300'000);
+constexpr size_t max_header_bytes = 256 * 1024;  // beyond this the body is not verified
+
+struct string_hash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+};
+
+// Counters and sets shared by every shard. Counters are atomics touched once
+// per message; the sets, the per-domain map and the ids file sit behind one
+// mutex taken once per counted message (uncontended with a shard or two).
+struct sink_state {
+    const sink_options* opts = nullptr;
+    std::atomic<uint64_t> messages{0}, bytes{0}, checksum_failures{0}, checksum_ok{0}, unverified{0}, duplicates{0},
+        dropped{0}, tempfailed{0}, permfailed{0}, greylisted{0}, connections_total{0}, refused_connections{0};
+    std::atomic<int> connections_open{0};
+
+    std::mutex mutex;
+    std::unordered_set<uint64_t> ids, grey;
+    std::unordered_map<std::string, uint64_t, string_hash, std::equal_to<>> per_domain;
+    FILE* ids_file = nullptr;
+};
+
+bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+        if ((a[i] | 0x20) != (b[i] | 0x20)) return false;
+    return true;
+}
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+    while (!s.empty() && (s.back() == ' ' || s.back() == '\t' || s.back() == '\r' || s.back() == '\n'))
+        s.remove_suffix(1);
+    return s;
+}
+
+// Streams a message's content: keeps the header block (bounded), hashes the
+// body after the first CRLFCRLF.
+struct body_check {
+    std::string headers;
+    bool in_body = false;
+    bool overflow = false;  // header block larger than max_header_bytes
+    uint64_t hash = fnv_offset;
+    uint64_t bytes = 0;
+
+    void reset() {
+        headers.clear();
+        in_body = overflow = false;
+        hash = fnv_offset;
+        bytes = 0;
+    }
+    void feed(std::string_view piece) {
+        bytes += piece.size();
+        if (in_body) {
+            hash = fnv1a(hash, piece);
+            return;
+        }
+        if (overflow) return;
+        size_t from = headers.size() >= 3 ? headers.size() - 3 : 0;
+        headers.append(piece);
+        size_t i = headers.find("\r\n\r\n", from);
+        if (i != std::string::npos) {
+            hash = fnv1a(hash, std::string_view(headers).substr(i + 4));
+            headers.resize(i + 2);
+            in_body = true;
+        } else if (headers.size() > max_header_bytes) {
+            overflow = true;
+        }
+    }
+    // Value of the first header field `name` (unfolded lines only), or "".
+    std::string_view header(std::string_view name) const {
+        std::string_view rest = headers;
+        while (!rest.empty()) {
+            size_t e = rest.find("\r\n");
+            std::string_view line = rest.substr(0, e);
+            rest = e == std::string_view::npos ? std::string_view{} : rest.substr(e + 2);
+            size_t colon = line.find(':');
+            if (colon != std::string_view::npos && iequals(trim(line.substr(0, colon)), name))
+                return trim(line.substr(colon + 1));
+        }
+        return {};
+    }
+};
+
+struct shard_ctx;
+
+class sink_session {
+public:
+    sink_session(shard_ctx& ctx, int fd);
+    ~sink_session();
+    engine::task<void> run();
+    void shutdown() { ::shutdown(_fd, SHUT_RDWR); }
+    sink_session* next = nullptr;
+    sink_session* prev = nullptr;
+
+private:
+    enum class phase { command, skip_line, data, bdat };
+    enum class action { need_more, close };
+
+    action process(std::string_view in, size_t& consumed);
+    action on_command(const smtp::command_parse& p);
+    action on_rcpt(std::string_view arg);
+    action start_content();
+    void end_of_message();
+    void reset_transaction() {
+        _has_mail = false;
+        _rcpt_count = 0;
+        _domains.clear();
+        _bdat_started = false;
+        _bdat_error = nullptr;
+    }
+    void reply(std::string_view line) {
+        _out.append(line);
+        _out.append("\r\n");
+        ++_replies;
+    }
+    // Formats straight into the output buffer: no temporary string per reply.
+    template <class... Args>
+    void replyf(fmt::format_string<Args...> f, Args&&... args) {
+        fmt::format_to(std::back_inserter(_out), f, std::forward<Args>(args)...);
+        _out.append("\r\n");
+        ++_replies;
+    }
+    engine::task<bool> flush();
+    bool decide(double percent, uint64_t salt);
+
+    shard_ctx& _ctx;
+    const sink_options& _opts;
+    int _fd;
+    phase _phase = phase::command;
+    std::string _pending, _out;
+    unsigned _replies = 0;
+    bool _has_mail = false;
+    unsigned _rcpt_count = 0;
+    std::string _domains;  // accepted recipient domains, '\n'-terminated each
+    smtp::data_reader _reader{1u << 20};  // the sink does not police line length
+    body_check _body;
+    bool _drop = false;
+    uint64_t _bdat_remaining = 0;
+    bool _bdat_last = false;
+    bool _bdat_started = false;
+    const char* _bdat_error = nullptr;
+};
+
+struct shard_ctx {
+    engine::shard* shard = nullptr;
+    sink_state* state = nullptr;
+    sink_session* sessions = nullptr;
+    uint64_t decisions = 0;  // per-shard sequence for deterministic decisions
+};
+
+sink_session::sink_session(shard_ctx& ctx, int fd) : _ctx(ctx), _opts(*ctx.state->opts), _fd(fd) {
+    next = ctx.sessions;
+    if (next) next->prev = this;
+    ctx.sessions = this;
+    ctx.shard->hold();
+    ctx.state->connections_open.fetch_add(1, std::memory_order_relaxed);
+    ctx.state->connections_total.fetch_add(1, std::memory_order_relaxed);
+}
+
+sink_session::~sink_session() {
+    if (prev) prev->next = next;
+    else _ctx.sessions = next;
+    if (next) next->prev = prev;
+    ::close(_fd);
+    _ctx.state->connections_open.fetch_sub(1, std::memory_order_relaxed);
+    _ctx.shard->release();
+}
+
+bool sink_session::decide(double percent, uint64_t salt) {
+    if (percent <= 0) return false;
+    uint64_t h = mix(_opts.seed ^ mix((uint64_t(_ctx.shard->index()) << 56) ^ (salt << 48) ^ _ctx.decisions++));
+    return double(h % 1'000'000) < percent * 10'000.0;
+}
+
+engine::task<bool> sink_session::flush() {
+    if (_opts.delay_ms > 0 && _replies > 0)
+        co_await engine::sleep_op(std::chrono::milliseconds(uint64_t(_opts.delay_ms) * _replies));
+    _replies = 0;
+    size_t off = 0;
+    while (off < _out.size()) {
+        int n = co_await engine::async_send(_fd, _out.data() + off, _out.size() - off, command_timeout);
+        if (n <= 0) {
+            _out.clear();
+            co_return false;
+        }
+        off += size_t(n);
+    }
+    _out.clear();
+    co_return true;
+}
+
+engine::task<void> sink_session::run() {
+    int one = 1;
+    ::setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    auto& st = *_ctx.state;
+    if (_opts.max_connections > 0 && st.connections_open.load() > int(_opts.max_connections)) {
+        st.refused_connections.fetch_add(1, std::memory_order_relaxed);
+        _out.clear();
+        reply("421 4.7.0 sink: too many connections");
+        _replies = 0;
+        co_await flush();
+        co_return;
+    }
+    reply(fmt::format("220 {} ESMTP ringmail-blast sink", _opts.hostname));
+    auto& buffers = _ctx.shard->buffers();
+    for (;;) {
+        if (!_pending.empty()) {
+            size_t consumed = 0;
+            action a = process(_pending, consumed);
+            _pending.erase(0, consumed);
+            if (a == action::close) break;
+        }
+        // Out of input: send what the pipelined group earned (RFC 2920 §3.1).
+        if (!_out.empty() && !co_await flush()) break;
+        auto r = co_await engine::async_recv_buffered(_fd, buffers.group(), command_timeout);
+        if (r.res == -ENOBUFS) {
+            co_await engine::sleep_op(1ms);
+            continue;
+        }
+        if (r.res <= 0) {
+            if (r.buffer_id >= 0) buffers.recycle(r.buffer_id);
+            break;
+        }
+        std::string_view in = buffers.view(r.buffer_id, size_t(r.res));
+        action a = action::need_more;
+        if (_pending.empty()) {
+            size_t consumed = 0;
+            a = process(in, consumed);
+            if (a != action::close) _pending.assign(in.substr(consumed));
+        } else {
+            _pending.append(in);
+        }
+        buffers.recycle(r.buffer_id);  // before any wait: a dry ring stalls the shard
+        if (a == action::close) break;
+    }
+    if (!_out.empty()) co_await flush();
+}
+
+sink_session::action sink_session::process(std::string_view in, size_t& consumed) {
+    consumed = 0;
+    while (consumed < in.size()) {
+        std::string_view rest = in.substr(consumed);
+        switch (_phase) {
+            case phase::command: {
+                auto p = smtp::parse_command(rest);
+                if (p.status == parse_status::need_more) return action::need_more;
+                consumed += p.consumed;
+                if (p.status == parse_status::error) {
+                    if (p.error == smtp::command_error::line_too_long && !p.line_ended) _phase = phase::skip_line;
+                    reply("500 5.5.2 Error: bad command line");
+                    continue;
+                }
+                if (on_command(p) == action::close) return action::close;
+                break;
+            }
+            case phase::skip_line: {
+                auto s = smtp::skip_line(rest);
+                consumed += s.consumed;
+                if (!s.found_crlf) return action::need_more;
+                _phase = phase::command;
+                break;
+            }
+            case phase::data: {
+                if (_drop) {
+                    _ctx.state->dropped.fetch_add(1, std::memory_order_relaxed);
+                    _out.clear();
+                    return action::close;
+                }
+                auto r = _reader.feed(rest, [&](std::string_view piece) { _body.feed(piece); });
+                consumed += r.consumed;
+                if (!r.done) return action::need_more;
+                _phase = phase::command;
+                end_of_message();
+                break;
+            }
+            case phase::bdat: {
+                if (_drop) {
+                    _ctx.state->dropped.fetch_add(1, std::memory_order_relaxed);
+                    _out.clear();
+                    return action::close;
+                }
+                size_t n = size_t(std::min<uint64_t>(rest.size(), _bdat_remaining));
+                if (_bdat_error == nullptr) _body.feed(rest.substr(0, n));
+                consumed += n;
+                _bdat_remaining -= n;
+                if (_bdat_remaining > 0) return action::need_more;
+                _phase = phase::command;
+                if (_bdat_error != nullptr) {
+                    reply(_bdat_error);
+                    if (_bdat_last) reset_transaction();
+                } else if (_bdat_last) {
+                    end_of_message();
+                } else {
+                    replyf("250 2.0.0 {} octets received", _body.bytes);
+                }
+                break;
+            }
+        }
+    }
+    return action::need_more;
+}
+
+sink_session::action sink_session::on_command(const smtp::command_parse& p) {
+    switch (p.cmd) {
+        case verb::ehlo:
+            reset_transaction();
+            reply(fmt::format("250-{}", _opts.hostname));
+            reply("250-PIPELINING");
+            reply(fmt::format("250-SIZE {}", _opts.size_limit));
+            reply("250-8BITMIME");
+            reply("250-ENHANCEDSTATUSCODES");
+            reply("250 CHUNKING");
+            _replies -= 5;  // one reply, six lines
+            return action::need_more;
+        case verb::helo:
+            reset_transaction();
+            reply(fmt::format("250 {}", _opts.hostname));
+            return action::need_more;
+        case verb::mail: {
+            if (_has_mail) {
+                reply("503 5.5.1 Error: nested MAIL command");
+                return action::need_more;
+            }
+            auto m = smtp::parse_mail_from(p.argument);
+            if (!m) {
+                reply("501 5.5.4 Syntax error in MAIL FROM");
+                return action::need_more;
+            }
+            if (m->params.has_size && m->params.size > _opts.size_limit) {
+                reply("552 5.3.4 Message size exceeds fixed limit");
+                return action::need_more;
+            }
+            reset_transaction();
+            _has_mail = true;
+            reply("250 2.1.0 Ok");
+            return action::need_more;
+        }
+        case verb::rcpt: return on_rcpt(p.argument);
+        case verb::data:
+            if (!_has_mail) {
+                reply("503 5.5.1 Error: need MAIL command");
+                return action::need_more;
+            }
+            if (_rcpt_count == 0) {
+                reply("554 5.5.1 Error: no valid recipients");
+                return action::need_more;
+            }
+            reply("354 End data with <CR><LF>.<CR><LF>");
+            _reader.reset();
+            _phase = phase::data;
+            return start_content();
+        case verb::bdat: {
+            // RFC 3030 §2: "BDAT" SP chunk-size [SP "LAST"]
+            std::string_view arg = p.argument;
+            uint64_t n = 0;
+            auto [ptr, ec] = std::from_chars(arg.data(), arg.data() + arg.size(), n);
+            std::string_view tail = trim(arg.substr(size_t(ptr - arg.data())));
+            if (ec != std::errc{} || ptr == arg.data() || !(tail.empty() || iequals(tail, "LAST"))) {
+                reply("501 5.5.4 Syntax: BDAT chunk-size [LAST]");
+                return action::close;  // the chunk length is unknown: cannot resynchronise
+            }
+            _bdat_remaining = n;
+            _bdat_last = !tail.empty();
+            _phase = phase::bdat;
+            if (!_bdat_started) {
+                if (!_has_mail) _bdat_error = "503 5.5.1 Error: need MAIL command";
+                else if (_rcpt_count == 0) _bdat_error = "554 5.5.1 Error: no valid recipients";
+                _bdat_started = true;
+                if (_bdat_error == nullptr) start_content();
+            }
+            if (n == 0 && _bdat_last) {
+                _phase = phase::command;
+                if (_bdat_error) {
+                    reply(_bdat_error);
+                    reset_transaction();
+                } else {
+                    end_of_message();
+                }
+            } else if (n == 0) {
+                _phase = phase::command;
+                reply("250 2.0.0 0 octets received");
+            }
+            return action::need_more;
+        }
+        case verb::rset:
+            reset_transaction();
+            reply("250 2.0.0 Ok");
+            return action::need_more;
+        case verb::noop:
+            reply("250 2.0.0 Ok");
+            return action::need_more;
+        case verb::quit:
+            reply("221 2.0.0 Bye");
+            return action::close;
+        case verb::vrfy:
+            reply("252 2.0.0 Cannot VRFY user");
+            return action::need_more;
+        default:
+            reply("502 5.5.1 Error: command not implemented");
+            return action::need_more;
+    }
+}
+
+sink_session::action sink_session::on_rcpt(std::string_view arg) {
+    auto& st = *_ctx.state;
+    if (!_has_mail) {
+        reply("503 5.5.1 Error: need MAIL command");
+        return action::need_more;
+    }
+    auto r = smtp::parse_rcpt_to(arg);
+    if (!r) {
+        reply("501 5.1.3 Bad recipient address syntax");
+        return action::need_more;
+    }
+    std::string_view local = r->path.local_part;
+    if (iequals(local, "tempfail") || decide(_opts.tempfail_percent, 1)) {
+        st.tempfailed.fetch_add(1, std::memory_order_relaxed);
+        reply("451 4.7.1 sink: recipient temporarily refused");
+        return action::need_more;
+    }
+    if (iequals(local, "permfail") || decide(_opts.permfail_percent, 2)) {
+        st.permfailed.fetch_add(1, std::memory_order_relaxed);
+        reply("550 5.1.1 sink: no such user");
+        return action::need_more;
+    }
+    ++_rcpt_count;
+    _domains.append(r->path.domain.empty() ? std::string_view("(none)") : r->path.domain);
+    _domains.push_back('\n');
+    reply("250 2.1.5 Ok");
+    return action::need_more;
+}
+
+sink_session::action sink_session::start_content() {
+    _body.reset();
+    _drop = decide(_opts.drop_percent, 3);
+    return action::need_more;
+}
+
+void sink_session::end_of_message() {
+    auto& st = *_ctx.state;
+    std::string_view sum = _body.header(checksum_header);
+    bool checksum_failed = false;
+    if (!sum.empty()) {
+        uint64_t want = 0;
+        auto [ptr, ec] = std::from_chars(sum.data(), sum.data() + sum.size(), want, 16);
+        checksum_failed = ec != std::errc{} || ptr != sum.data() + sum.size() || want != _body.hash || !_body.in_body;
+    }
+    std::string_view msgid = _body.header("Message-ID");
+    uint64_t id_hash = msgid.empty() ? 0 : fnv1a(fnv_offset, msgid);
+
+    bool greylisted = false, duplicate = false;
+    {
+        std::lock_guard lock(st.mutex);
+        if (_opts.greylist && !msgid.empty() && st.grey.insert(id_hash).second) {
+            greylisted = true;
+        } else {
+            if (!msgid.empty()) duplicate = !st.ids.insert(id_hash).second;
+            std::string_view rest = _domains;
+            while (!rest.empty()) {
+                size_t e = rest.find('\n');
+                std::string_view d = rest.substr(0, e);
+                rest.remove_prefix(e + 1);
+                auto it = st.per_domain.find(d);
+                if (it == st.per_domain.end()) st.per_domain.emplace(std::string(d), 1);
+                else ++it->second;
+            }
+            if (st.ids_file != nullptr) {
+                std::fwrite(msgid.data(), 1, msgid.size(), st.ids_file);
+                std::fputc('\n', st.ids_file);
+            }
+        }
+    }
+    if (greylisted) {
+        st.greylisted.fetch_add(1, std::memory_order_relaxed);
+        reply("451 4.7.1 sink: greylisted, try again later");
+    } else {
+        if (!sum.empty()) (checksum_failed ? st.checksum_failures : st.checksum_ok).fetch_add(1);
+        else st.unverified.fetch_add(1, std::memory_order_relaxed);
+        if (duplicate) st.duplicates.fetch_add(1, std::memory_order_relaxed);
+        st.bytes.fetch_add(_body.bytes, std::memory_order_relaxed);
+        uint64_t n = st.messages.fetch_add(1, std::memory_order_relaxed) + 1;
+        replyf("250 2.0.0 Ok: queued as {:x}", n);
+    }
+    reset_transaction();
+}
+
+engine::task<void> serve(shard_ctx& ctx, int fd) {
+    sink_session s(ctx, fd);
+    co_await s.run();
+}
+
+nlohmann::json summary_json(sink_state& st, double seconds) {
+    nlohmann::json j;
+    uint64_t n = st.messages.load();
+    j["messages"] = n;
+    j["seconds"] = seconds;
+    j["msgs_per_sec"] = seconds > 0 ? double(n) / seconds : 0.0;
+    j["bytes"] = st.bytes.load();
+    j["checksum_failures"] = st.checksum_failures.load();
+    j["checksum_ok"] = st.checksum_ok.load();
+    j["unverified"] = st.unverified.load();
+    j["duplicates"] = st.duplicates.load();
+    j["dropped"] = st.dropped.load();
+    j["tempfailed_rcpts"] = st.tempfailed.load();
+    j["permfailed_rcpts"] = st.permfailed.load();
+    j["greylisted"] = st.greylisted.load();
+    j["connections"] = st.connections_total.load();
+    j["refused_connections"] = st.refused_connections.load();
+    nlohmann::json d = nlohmann::json::object();
+    {
+        std::lock_guard lock(st.mutex);
+        std::map<std::string, uint64_t> sorted(st.per_domain.begin(), st.per_domain.end());
+        for (auto& [k, v] : sorted) d[k] = v;
+    }
+    j["per_domain"] = d;
+    return j;
+}
+
+std::string summary_text(sink_state& st, double seconds) {
+    auto j = summary_json(st, seconds);
+    std::string s = fmt::format(
+        "sink: {} messages in {:.2f} s ({:.0f} msg/s), {} bytes; checksum ok {} failed {} unverified {}; "
+        "duplicates {}; dropped {}; tempfail rcpts {}; permfail rcpts {}; greylisted {}; connections {} (refused {})\n",
+        j["messages"].get<uint64_t>(), seconds, j["msgs_per_sec"].get<double>(), j["bytes"].get<uint64_t>(),
+        j["checksum_ok"].get<uint64_t>(), j["checksum_failures"].get<uint64_t>(), j["unverified"].get<uint64_t>(),
+        j["duplicates"].get<uint64_t>(), j["dropped"].get<uint64_t>(), j["tempfailed_rcpts"].get<uint64_t>(),
+        j["permfailed_rcpts"].get<uint64_t>(), j["greylisted"].get<uint64_t>(), j["connections"].get<uint64_t>(),
+        j["refused_connections"].get<uint64_t>());
+    for (auto& [k, v] : j["per_domain"].items()) s += fmt::format("  {} {}\n", k, v.get<uint64_t>());
+    return s;
+}
+
+}  // namespace
+
+int run_sink(const sink_options& opts) {
+    log::set_program_name("ringmail-blast");
+    std::vector<net::socket_address> addrs;
+    try {
+        for (const auto& a : split_list(opts.listen)) addrs.push_back(require_loopback(a, "--listen"));
+        if (addrs.empty()) throw std::runtime_error("--listen: no address given");
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "ringmail-blast sink: %s\n", e.what());
+        return 2;
+    }
+    for (double p : {opts.tempfail_percent, opts.permfail_percent, opts.drop_percent}) {
+        if (p < 0 || p > 100) {
+            std::fprintf(stderr, "ringmail-blast sink: percentages must be within 0..100\n");
+            return 2;
+        }
+    }
+    unsigned threads = std::max(1u, opts.threads);
+
+    sink_state st;
+    st.opts = &opts;
+    if (!opts.ids_file.empty()) {
+        st.ids_file = std::fopen(opts.ids_file.c_str(), "a");
+        if (st.ids_file == nullptr) {
+            std::fprintf(stderr, "ringmail-blast sink: cannot open --ids-file %s: %s\n", opts.ids_file.c_str(),
+                         std::strerror(errno));
+            return 2;
+        }
+    }
+
+    sigset_t signals;
+    sigemptyset(&signals);
+    for (int s : {SIGTERM, SIGINT, SIGUSR1}) sigaddset(&signals, s);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    ::signal(SIGPIPE, SIG_IGN);
+
+    // Listening sockets are made here so errors are reported before any thread
+    // starts; port 0 is resolved once so every shard shares the same port.
+    std::vector<std::vector<int>> fds(threads);
+    try {
+        for (auto& a : addrs) {
+            for (unsigned i = 0; i < threads; ++i) {
+                int fd = engine::make_listen_socket(a);
+                if (a.port() == 0) {
+                    net::socket_address bound;
+                    bound.set_length(net::socket_address::capacity());
+                    ::getsockname(fd, bound.sockaddr_ptr(), bound.length_ptr());
+                    a.set_port(bound.port());
+                }
+                fds[i].push_back(fd);
+            }
+        }
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "ringmail-blast sink: %s\n", e.what());
+        return 1;
+    }
+
+    engine::shard_options so;
+    so.shutdown_timeout = std::chrono::milliseconds(2000);
+    std::vector<std::unique_ptr<engine::shard>> shards;
+    std::vector<std::unique_ptr<shard_ctx>> ctxs;
+    for (unsigned i = 0; i < threads; ++i) {
+        shards.push_back(std::make_unique<engine::shard>(i, -1, so));  // unpinned: shares cores with the sender
+        ctxs.push_back(std::make_unique<shard_ctx>());
+        ctxs.back()->state = &st;
+    }
+    for (unsigned i = 0; i < threads; ++i) {
+        shards[i]->start([ctx = ctxs[i].get(), my_fds = fds[i]](engine::shard& s) {
+            ctx->shard = &s;
+            for (int fd : my_fds) s.listen(fd, [ctx](int client) { engine::spawn(serve(*ctx, client)); });
+            s.on_stop([ctx] {
+                for (auto* p = ctx->sessions; p; p = p->next) p->shutdown();
+            });
+        });
+    }
+    for (auto& s : shards) {
+        if (!s->wait_ready()) {
+            std::fprintf(stderr, "ringmail-blast sink: shard %u: %s\n", s->index(), s->setup_error().c_str());
+            for (auto& t : shards) t->request_stop();
+            for (auto& t : shards) t->join();
+            return 1;
+        }
+    }
+    for (auto& a : addrs) std::fprintf(stderr, "ringmail-blast sink: listening on %s\n", a.to_string().c_str());
+    std::fflush(stderr);
+
+    using clock = std::chrono::steady_clock;
+    auto start = clock::now();
+    auto seconds = [&] { return std::chrono::duration<double>(clock::now() - start).count(); };
+    auto next_progress = start + 1s;
+    uint64_t last_messages = 0;
+    bool interactive = ::isatty(2);
+    for (;;) {
+        timespec ts{0, 100'000'000};
+        int sig = sigtimedwait(&signals, nullptr, &ts);
+        if (sig == SIGTERM || sig == SIGINT) break;
+        if (sig == SIGUSR1) {
+            std::fputs(summary_text(st, seconds()).c_str(), stderr);
+            std::fflush(stderr);
+        }
+        if (opts.expect > 0 && st.messages.load() >= opts.expect) break;
+        if (opts.duration_s > 0 && seconds() >= opts.duration_s) break;
+        auto now = clock::now();
+        if (!opts.quiet && now >= next_progress) {
+            next_progress += 1s;
+            uint64_t m = st.messages.load();
+            std::fprintf(stderr, "%ssink: %.0fs %llu msgs (%llu/s) conns %d ckfail %llu dup %llu%s",
+                         interactive ? "\r" : "", seconds(), (unsigned long long)m,
+                         (unsigned long long)(m - last_messages), st.connections_open.load(),
+                         (unsigned long long)st.checksum_failures.load(), (unsigned long long)st.duplicates.load(),
+                         interactive ? "   " : "\n");
+            std::fflush(stderr);
+            last_messages = m;
+        }
+    }
+    double elapsed = seconds();
+    if (interactive && !opts.quiet) std::fputc('\n', stderr);
+    for (auto& s : shards) s->request_stop();
+    for (auto& s : shards) s->join();
+    if (st.ids_file) std::fclose(st.ids_file);
+    if (opts.json) std::printf("%s\n", summary_json(st, elapsed).dump().c_str());
+    else std::fputs(summary_text(st, elapsed).c_str(), stdout);
+    std::fflush(stdout);
+    return 0;
+}
+
+}  // namespace ringmail::blast
