@@ -7,6 +7,8 @@
 // expires completes with -ETIMEDOUT (the kernel reports -ECANCELED; we
 // translate it so callers can tell a timeout from other errors), and
 // cancellation at shutdown also surfaces as -ECANCELED/-ETIMEDOUT.
+// Deadlines are enforced by the ring's sweep (ring.h, watched_op), at a
+// granularity of ring::watch_granularity_ms.
 #pragma once
 
 #include <sys/socket.h>
@@ -30,35 +32,27 @@ inline __kernel_timespec to_timespec(milliseconds ms) {
     return ts;
 }
 
-// Base: stores the CQE result and resumes the awaiting coroutine.
-struct io_awaitable : completion {
+// Base: stores the CQE result and resumes the awaiting coroutine. A timed
+// operation is watched by the ring, which cancels it at its deadline.
+struct io_awaitable : completion, watched_op {
     std::coroutine_handle<> _waiter;
     int _res = 0;
     uint32_t _flags = 0;
-    bool _timed = false;
-    __kernel_timespec _ts{};
 
     bool await_ready() const noexcept { return false; }
     void on_cqe(int res, uint32_t flags) override {
-        _res = (_timed && res == -ECANCELED) ? -ETIMEDOUT : res;
+        if (watched) this_ring().unwatch(this);
+        _res = (expired && res == -ECANCELED) ? -ETIMEDOUT : res;
         _flags = flags;
         _waiter.resume();
     }
 
 protected:
-    // Attaches a linked timeout right after `s` when `timeout` is positive.
     void submit(io_uring_sqe* s, milliseconds timeout) {
         io_uring_sqe_set_data(s, static_cast<completion*>(this));
-        if (timeout.count() > 0) {
-            _timed = true;
-            _ts = to_timespec(timeout);
-            s->flags |= IOSQE_IO_LINK;
-            io_uring_sqe* t = this_ring().sqe();
-            io_uring_prep_link_timeout(t, &_ts, 0);
-            io_uring_sqe_set_data(t, nullptr);
-        }
+        if (timeout.count() > 0) this_ring().watch(this, this, timeout.count());
     }
-    io_uring_sqe* get_sqe(milliseconds timeout) { return this_ring().sqe(timeout.count() > 0 ? 2 : 1); }
+    io_uring_sqe* get_sqe(milliseconds) { return this_ring().sqe(); }
 };
 
 struct send_op : io_awaitable {

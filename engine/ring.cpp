@@ -1,5 +1,7 @@
 #include "engine/ring.h"
 
+#include <time.h>
+
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -41,8 +43,47 @@ io_uring_sqe* ring::sqe(unsigned linked) {
     return s;
 }
 
+int64_t ring::monotonic_ms() {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return int64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+void ring::watch(watched_op* op, completion* as_completion, int64_t timeout_ms) {
+    op->target = as_completion;
+    op->deadline_ms = (_now_ms != 0 ? _now_ms : monotonic_ms()) + timeout_ms;
+    op->expired = false;
+    op->watched = true;
+    op->watch_prev = nullptr;
+    op->watch_next = _watched;
+    if (_watched) _watched->watch_prev = op;
+    _watched = op;
+}
+
+void ring::unwatch(watched_op* op) {
+    if (!op->watched) return;
+    if (op->watch_prev) op->watch_prev->watch_next = op->watch_next;
+    else _watched = op->watch_next;
+    if (op->watch_next) op->watch_next->watch_prev = op->watch_prev;
+    op->watched = false;
+}
+
+void ring::sweep_deadlines() {
+    for (watched_op* op = _watched; op != nullptr; op = op->watch_next) {
+        if (op->expired || op->deadline_ms > _now_ms) continue;
+        op->expired = true;
+        io_uring_sqe* s = sqe();
+        // The completion pointer is the op's user_data (see io_awaitable).
+        io_uring_prep_cancel64(s, reinterpret_cast<uint64_t>(op->target), 0);
+        io_uring_sqe_set_data(s, nullptr);
+    }
+}
+
 unsigned ring::run_once(std::chrono::milliseconds max_wait) {
     if (!_posted.empty()) max_wait = std::chrono::milliseconds(0);
+    // Deadlines are checked every watch_granularity_ms while any are watched.
+    if (_watched != nullptr && max_wait.count() > watch_granularity_ms)
+        max_wait = std::chrono::milliseconds(watch_granularity_ms);
     __kernel_timespec ts{};
     ts.tv_sec = max_wait.count() / 1000;
     ts.tv_nsec = (max_wait.count() % 1000) * 1000000;
@@ -73,6 +114,11 @@ unsigned ring::run_once(std::chrono::milliseconds max_wait) {
         run_posted();
     }
     run_posted();
+    _now_ms = monotonic_ms();
+    if (_watched != nullptr && _now_ms >= _next_sweep_ms) {
+        _next_sweep_ms = _now_ms + watch_granularity_ms;
+        sweep_deadlines();
+    }
     return total;
 }
 

@@ -6,7 +6,7 @@
 // - spawn(task) starts a task that nobody awaits; its frame frees itself at
 //   the end. Sessions, listeners and delivery connections are spawned tasks.
 // - A frame is never destroyed while it is suspended on an io_uring
-//   operation: every operation completes (linked timeouts or cancellation make
+//   operation: every operation completes (deadline cancellation by the ring make
 //   sure of that), so buffers and SQE arguments kept in the frame stay valid.
 // - An exception escaping a spawned task is a bug: it is logged and the
 //   process aborts (hot paths return result<> values instead).

@@ -74,6 +74,12 @@ void group_commit::on_done() {
 
 void group_commit::thread_main() {
     pthread_setname_np(pthread_self(), "commit");
+    // Created on a pinned shard thread, it would inherit that core and could
+    // never run beside its shard: let it run anywhere.
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    for (int c = 0; c < CPU_SETSIZE; ++c) CPU_SET(c, &all);
+    pthread_setaffinity_np(pthread_self(), sizeof all, &all);
     std::vector<waiter*> batch;
     std::vector<spool_op> ops;
     std::unique_lock lock(_mutex);
