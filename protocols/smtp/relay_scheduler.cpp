@@ -138,21 +138,27 @@ engine::task<void> relay_scheduler::connection_loop() {
         ids.swap(_ready);
         for (uint64_t id : ids) co_await defer_without_attempt(id, c.last_error());
     } else {
+        // Idle time is counted from the last message: being woken for work
+        // that another connection took first does not restart the clock, and
+        // does not close the connection either (that churn cost a connect and
+        // a close per message under load).
+        auto idle_since = std::chrono::steady_clock::now();
         while (!_stopping) {
             if (_ready.empty()) {
-                engine::sleep_op wait(cfg->relay.idle_timeout);
+                auto left = cfg->relay.idle_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                          std::chrono::steady_clock::now() - idle_since);
+                if (left.count() <= 0) break;
+                engine::sleep_op wait(left);
                 _idle.push_back(&wait);
-                log::debug("relay {}: idle", c.peer_name());
-                int woke = co_await wait;
-                log::debug("relay {}: idle wait ended ({})", c.peer_name(), woke);
+                co_await wait;
                 auto it = std::find(_idle.begin(), _idle.end(), &wait);
                 if (it != _idle.end()) _idle.erase(it);
-                if (_ready.empty()) break;
                 continue;
             }
             uint64_t id = _ready.front();
             _ready.pop_front();
             if (!co_await deliver(c, id)) break;
+            idle_since = std::chrono::steady_clock::now();
         }
         co_await c.quit();
     }
