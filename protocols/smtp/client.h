@@ -2,6 +2,8 @@
 // RFC 2920), reused for many messages.
 //
 // Contracts:
+// - When the server offers PIPELINING and CHUNKING, a message is one write:
+//   MAIL, RCPTs, "BDAT n LAST" and the body (RFC 3030); otherwise DATA.
 // - Only CRLF line ends are emitted; the body is dot-stuffed on the way out
 //   by sending iovecs that point into the stored body (the LMDB map) plus
 //   static "." insertions: the body is never copied into a buffer. The caller
@@ -63,7 +65,8 @@ private:
     };
     engine::task<reply> read_reply(bool keep_raw = false);
     engine::task<bool> send_all(std::string_view data);
-    engine::task<bool> send_body(std::string_view body);
+    engine::task<bool> send_body(std::string_view body);  // dot-stuffed, from the map
+    engine::task<bool> send_iovecs();                     // all of _iov, short writes resumed
     void set_error(std::string_view stage, const reply& r);
 
     const config& _cfg;

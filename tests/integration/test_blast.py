@@ -314,3 +314,28 @@ def test_send_through_ringmaild_to_sink(start_daemon, blast_sink):
     assert got["checksum_failures"] == 0 and got["checksum_ok"] == 1000, got
     assert got["duplicates"] == 0, got
     d.wait_queue_empty(timeout=10)
+
+
+def test_relay_over_bdat_per_recipient_outcomes(start_daemon, blast_sink):
+    """The sink offers PIPELINING+CHUNKING, so ringmaild relays each message as one
+    MAIL/RCPT/BDAT LAST write. A recipient the sink refuses (550 at RCPT) bounces on its
+    own; the other is delivered once, body intact (checksum), and the DSN (from <>)
+    reaches the sink too."""
+    sink = blast_sink("--expect", "2")
+    d = start_daemon(sink.address)
+    body = b"line one\r\n.leading dot survives BDAT\r\nline three\r\n"
+    checksum = fnv1a(body)
+    msg = (b"From: alice@example.test\r\nTo: bob@d1.example.test\r\nSubject: bdat relay\r\n"
+           b"Message-ID: <bdat-relay-1@client.example.test>\r\n"
+           + f"X-Blast-Checksum: {checksum:016x}\r\n".encode() + b"\r\n" + body)
+    with smtplib.SMTP(d.host, d.port, timeout=20) as c:
+        refused = c.sendmail("alice@example.test", ["bob@d1.example.test", "permfail@d2.example.test"], msg)
+        assert refused == {}, refused   # both accepted by ringmaild; the sink decides later
+    got = sink.wait(timeout=30)
+    assert got["messages"] == 2, got                     # the message to bob + the DSN to alice
+    assert got["checksum_failures"] == 0 and got["checksum_ok"] >= 1, got
+    d.wait_queue_empty(timeout=10)
+    log = d.log()
+    assert re.search(r"to=<bob@d1\.example\.test> .*status=sent", log), log
+    assert re.search(r"to=<permfail@d2\.example\.test> .*status=bounced .*550.*RCPT TO", log), log
+    assert "sender non-delivery notification" in log, log
