@@ -148,7 +148,18 @@ data_feed_result data_reader::feed_impl(std::string_view in, void* ctx, emit_fn 
 void check_chunk(std::string_view in, chunk_state& st, std::size_t max_line_bytes) {
     std::size_t line = st.line_bytes;
     bool prev_cr = st.prev_cr;
-    for (char c : in) {
+    const char* p = in.data();
+    const std::size_t n = in.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        if (!prev_cr) {
+            // Fast path: plain bytes only lengthen the line.
+            std::size_t j = skip_plain(p, i, n);
+            line += j - i;
+            if (line > max_line_bytes) st.flags.line_too_long = true;
+            i = j;
+            if (i == n) break;
+        }
+        const char c = p[i];
         ++line;
         if (c == '\n') {
             if (prev_cr) {
