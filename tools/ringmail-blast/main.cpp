@@ -36,6 +36,12 @@ int main(int argc, char** argv) {
         ->check(CLI::IsMember({"on", "off"}))
         ->capture_default_str();
     send->add_flag("--bdat", so.bdat, "use BDAT instead of DATA when CHUNKING is offered");
+    send->add_option("--window", so.window,
+                     "transactions in flight per connection when PIPELINING is offered: with --bdat up to N whole "
+                     "transactions per write; with DATA, N >= 2 pipelines the next message's commands after the "
+                     "end-of-data dot (ignored with --rate)")
+        ->check(CLI::Range(1u, 1024u))
+        ->capture_default_str();
     send->add_option("--rate", so.rate, "open loop: messages per second in total (default: closed loop)");
     send->add_option("--seed", so.seed, "seed for Message-IDs and size picks (default: from the clock, printed at the end)");
     send->add_option("--threads", so.threads, "engine shards (connections are split among them)")

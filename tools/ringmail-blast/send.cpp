@@ -90,6 +90,20 @@ std::string make_body_template(size_t bytes) {
     return t;
 }
 
+// Appends the decimal digits of `v` (build_message is on the hot path: no fmt).
+inline void append_dec(std::string& out, uint64_t v) {
+    char num[24];
+    auto r = std::to_chars(num, num + sizeof num, v);
+    out.append(num, size_t(r.ptr - num));
+}
+
+inline void append_hex16(std::string& out, uint64_t v) {
+    static constexpr char digits[] = "0123456789abcdef";
+    char h[16];
+    for (int i = 15; i >= 0; --i, v >>= 4) h[i] = digits[v & 15];
+    out.append(h, 16);
+}
+
 class connection {
 public:
     connection(shard_ctx& ctx, unsigned global_index, unsigned slot)
@@ -106,7 +120,7 @@ private:
         if (_fd >= 0) ::close(_fd);
         _fd = -1;
         _ctx.fds[_slot] = -1;
-        _in.clear();
+        _rbeg = _rend = 0;
     }
     // Reads one reply; 0 when the connection failed or the reply was malformed.
     engine::task<int> read_reply(bool keep_caps = false);
@@ -115,6 +129,29 @@ private:
     bool take_index(uint64_t& idx);
     void build_message(uint64_t idx);
     engine::task<outcome> transact(int& code);
+    // Pipelining across messages (--window > 1); false when the connection was lost.
+    engine::task<bool> run_bdat_batches(bool& done);
+    engine::task<bool> run_data_chain(bool& done);
+    void append_commands(std::string& out, bool bdat);
+    void record_latency(clock_type::time_point t0) {
+        _ctx.stats.latency.record_us(
+            uint64_t(std::chrono::duration_cast<std::chrono::microseconds>(clock_type::now() - t0).count()));
+    }
+    // Counts one message's outcome (after attempted was counted).
+    void count(outcome o, int code, size_t bytes) {
+        auto& stats = _ctx.stats;
+        if (o == outcome::lost) {
+            stats.lost.add();
+            return;
+        }
+        if (code > 0 && code < 600) stats.codes[size_t(code)].add();
+        if (o == outcome::accepted) {
+            stats.accepted.add();
+            stats.bytes.add(bytes);
+        } else {
+            stats.refused.add();
+        }
+    }
 
     shard_ctx& _ctx;
     send_state& _st;
@@ -128,8 +165,12 @@ private:
     uint64_t _seq = 0;
     uint64_t _rng = 0;
 
-    char _buf[8192];
-    std::string _in;
+    // Replies: received straight into _rbuf, parsed from _rbeg up to _rend.
+    std::unique_ptr<char[]> _rbuf{new char[rbuf_bytes]};
+    size_t _rbeg = 0, _rend = 0;
+    static constexpr size_t rbuf_bytes = 64 * 1024;
+    std::string _batch;    // pipelined commands and messages of one write (--window)
+    std::vector<size_t> _sizes;  // message sizes of the batch in flight
     std::string _cmd;      // MAIL/RCPT/DATA group
     std::string _msg;      // the message, reused
     std::string _tail;     // varying end of the body
@@ -171,20 +212,27 @@ engine::task<bool> connection::send_iov(std::vector<iovec>& iov) {
 
 engine::task<int> connection::read_reply(bool keep_caps) {
     for (;;) {
-        auto p = smtp::parse_reply(_in);
+        auto p = smtp::parse_reply(std::string_view(_rbuf.get() + _rbeg, _rend - _rbeg));
         if (p.status == smtp::parse_status::complete) {
             if (keep_caps && p.code / 100 == 2) {
                 auto caps = smtp::parse_ehlo_capabilities(p.raw);
                 _pipelining = caps.pipelining && _st.pipelining;
                 _bdat = caps.chunking && _opts.bdat;
             }
-            _in.erase(0, p.consumed);
+            _rbeg += p.consumed;
+            if (_rbeg == _rend) _rbeg = _rend = 0;
             co_return p.code;
         }
         if (p.status == smtp::parse_status::error) co_return 0;
-        int n = co_await engine::async_recv(_fd, _buf, sizeof _buf, _timeout);
+        if (_rend == rbuf_bytes) {
+            if (_rbeg == 0) co_return 0;  // one reply larger than the buffer
+            std::memmove(_rbuf.get(), _rbuf.get() + _rbeg, _rend - _rbeg);
+            _rend -= _rbeg;
+            _rbeg = 0;
+        }
+        int n = co_await engine::async_recv(_fd, _rbuf.get() + _rend, rbuf_bytes - _rend, _timeout);
         if (n <= 0) co_return 0;
-        _in.append(_buf, size_t(n));
+        _rend += size_t(n);
     }
 }
 
@@ -227,7 +275,11 @@ void connection::build_message(uint64_t idx) {
     _rcpt_store.clear();
     for (unsigned i = 0; i < _opts.rcpts; ++i) {
         uint64_t n = idx * _opts.rcpts + i;
-        fmt::format_to(std::back_inserter(_rcpt_store), "u{}@{}\n", n % 1000, _st.domains[n % _st.domains.size()]);
+        _rcpt_store.push_back('u');
+        append_dec(_rcpt_store, n % 1000);
+        _rcpt_store.push_back('@');
+        _rcpt_store.append(_st.domains[n % _st.domains.size()]);
+        _rcpt_store.push_back('\n');
     }
     _rcpt_list.clear();
     for (std::string_view rest = _rcpt_store; !rest.empty();) {
@@ -239,10 +291,16 @@ void connection::build_message(uint64_t idx) {
     // Headers first (without the checksum) to learn their length.
     ++_seq;
     _msg.clear();
-    fmt::format_to(std::back_inserter(_msg),
-                   "From: <{}>\r\nTo: <{}>\r\nSubject: blast {}\r\nMessage-ID: <{}-{}-{}@blast>\r\n"
-                   "Date: Mon, 24 Nov 2025 10:00:00 +0000\r\nMIME-Version: 1.0\r\n",
-                   _opts.from, _rcpt_list[0], idx, _opts.seed, _conn, _seq);
+    _msg.append("From: <").append(_opts.from).append(">\r\nTo: <").append(_rcpt_list[0]);
+    _msg.append(">\r\nSubject: blast ");
+    append_dec(_msg, idx);
+    _msg.append("\r\nMessage-ID: <");
+    append_dec(_msg, _opts.seed);
+    _msg.push_back('-');
+    append_dec(_msg, _conn);
+    _msg.push_back('-');
+    append_dec(_msg, _seq);
+    _msg.append("@blast>\r\nDate: Mon, 24 Nov 2025 10:00:00 +0000\r\nMIME-Version: 1.0\r\n");
     size_t headers_len = _msg.size() + checksum_header.size() + 2 + 16 + 2 + 2;
     uint64_t body_len = target > headers_len + 40 ? target - headers_len : 40;
 
@@ -251,8 +309,14 @@ void connection::build_message(uint64_t idx) {
     size_t prefix = body_len > 2 * line_bytes ? size_t((body_len - line_bytes) / line_bytes) * line_bytes : 0;
     size_t rest = size_t(body_len - prefix);
     _tail.clear();
-    fmt::format_to(std::back_inserter(_tail), "blast message {} connection {} sequence {} seed {}", idx, _conn, _seq,
-                   _opts.seed);
+    _tail.append("blast message ");
+    append_dec(_tail, idx);
+    _tail.append(" connection ");
+    append_dec(_tail, _conn);
+    _tail.append(" sequence ");
+    append_dec(_tail, _seq);
+    _tail.append(" seed ");
+    append_dec(_tail, _opts.seed);
     size_t first = std::min<size_t>(_tail.size(), 76);
     _tail.resize(first);
     if (rest >= first + 2) {
@@ -279,7 +343,9 @@ void connection::build_message(uint64_t idx) {
         h = it->second;
     }
     h = fnv1a(h, _tail);
-    fmt::format_to(std::back_inserter(_msg), "{}: {:016x}\r\n\r\n", checksum_header, h);
+    _msg.append(checksum_header).append(": ");
+    append_hex16(_msg, h);
+    _msg.append("\r\n\r\n");
     _msg.append(_st.body_template, 0, prefix);
     _msg.append(_tail);
 }
@@ -404,6 +470,177 @@ engine::task<connection::outcome> connection::transact(int& code) {
     co_return outcome::accepted;
 }
 
+// MAIL, RCPTs and DATA or "BDAT <size> LAST" of the message in _msg.
+void connection::append_commands(std::string& out, bool bdat) {
+    char num[24];
+    auto size_text = [&](uint64_t v) {
+        auto r = std::to_chars(num, num + sizeof num, v);
+        return std::string_view(num, size_t(r.ptr - num));
+    };
+    out.append("MAIL FROM:<").append(_opts.from).append("> SIZE=").append(size_text(_msg.size())).append("\r\n");
+    for (auto r : _rcpt_list) out.append("RCPT TO:<").append(r).append(">\r\n");
+    if (bdat) out.append("BDAT ").append(size_text(_msg.size())).append(" LAST\r\n");
+    else out.append("DATA\r\n");
+}
+
+// --window N with BDAT: up to N whole transactions (MAIL, RCPTs, BDAT LAST and
+// the content) in one write, then their replies in order (RFC 2920 allows
+// every command of a group to be pipelined; RFC 3030 §4.2 lets BDAT be one
+// of them). A refused transaction is followed by RSET once the group is done.
+engine::task<bool> connection::run_bdat_batches(bool& done) {
+    auto& stats = _ctx.stats;
+    for (;;) {
+        _batch.clear();
+        _sizes.clear();
+        uint64_t idx = 0;
+        while (_sizes.size() < _opts.window && take_index(idx)) {
+            build_message(idx);
+            stats.attempted.add();
+            append_commands(_batch, true);
+            _batch.append(_msg);
+            _sizes.push_back(_msg.size());
+        }
+        if (_sizes.empty()) {
+            done = true;
+            co_return true;
+        }
+        size_t n = _sizes.size();
+        if (!co_await send_all(_batch)) {
+            for (size_t i = 0; i < n; ++i) count(outcome::lost, 0, 0);
+            co_return false;
+        }
+        auto t0 = clock_type::now();
+        bool any_refused = false;
+        for (size_t i = 0; i < n; ++i) {
+            int mail_code = co_await read_reply();
+            size_t accepted = 0;
+            int last_rcpt_code = 0, c = 0;
+            if (mail_code != 0) {
+                for (size_t r = 0; r < _rcpt_list.size(); ++r) {
+                    c = co_await read_reply();
+                    if (c == 0) break;
+                    if (c / 100 == 2) ++accepted;
+                    else {
+                        stats.rcpt_refusals.add();
+                        last_rcpt_code = c;
+                    }
+                }
+                if (c != 0 || _rcpt_list.empty()) c = co_await read_reply();
+            }
+            if (mail_code == 0 || c == 0) {
+                for (size_t j = i; j < n; ++j) count(outcome::lost, 0, 0);
+                co_return false;
+            }
+            if (mail_code / 100 == 2 && accepted > 0 && c / 100 == 2) {
+                record_latency(t0);
+                count(outcome::accepted, c, _sizes[i]);
+            } else {
+                any_refused = true;
+                count(outcome::refused, mail_code / 100 != 2 ? mail_code : accepted == 0 ? last_rcpt_code : c, 0);
+            }
+        }
+        if (any_refused && (!co_await send_all("RSET\r\n") || co_await read_reply() / 100 != 2)) co_return false;
+    }
+}
+
+// --window N (N >= 2) with DATA: the content must wait for 354 (RFC 2920
+// §3.1: DATA ends a group), but the next message's MAIL, RCPTs and DATA
+// follow the end-of-data dot in the same write, so each message costs one
+// round trip.
+engine::task<bool> connection::run_data_chain(bool& done) {
+    auto& stats = _ctx.stats;
+    uint64_t idx = 0;
+    if (!take_index(idx)) {
+        done = true;
+        co_return true;
+    }
+    build_message(idx);
+    stats.attempted.add();
+    _batch.clear();
+    append_commands(_batch, false);
+    if (!co_await send_all(_batch)) {
+        count(outcome::lost, 0, 0);
+        co_return false;
+    }
+    for (;;) {
+        // Replies to the current message's MAIL, RCPTs and DATA.
+        int mail_code = co_await read_reply();
+        size_t accepted = 0;
+        int last_rcpt_code = 0, c = mail_code;
+        for (size_t r = 0; c != 0 && r < _rcpt_list.size(); ++r) {
+            c = co_await read_reply();
+            if (c == 0) break;
+            if (c / 100 == 2) ++accepted;
+            else {
+                stats.rcpt_refusals.add();
+                last_rcpt_code = c;
+            }
+        }
+        if (c != 0) c = co_await read_reply();
+        if (c == 0) {
+            count(outcome::lost, 0, 0);
+            co_return false;
+        }
+        bool refused = c != 354 || mail_code / 100 != 2 || accepted == 0;
+        if (refused) {
+            if (c == 354) {
+                // DATA was taken although nothing else was: end it empty.
+                if (!co_await send_all(".\r\n") || co_await read_reply() == 0) {
+                    count(outcome::lost, 0, 0);
+                    co_return false;
+                }
+            }
+            count(outcome::refused, mail_code / 100 != 2 ? mail_code : accepted == 0 ? last_rcpt_code : c, 0);
+            if (!co_await send_all("RSET\r\n") || co_await read_reply() / 100 != 2) co_return false;
+            if (!take_index(idx)) {
+                done = true;
+                co_return true;
+            }
+            build_message(idx);
+            stats.attempted.add();
+            _batch.clear();
+            append_commands(_batch, false);
+            if (!co_await send_all(_batch)) {
+                count(outcome::lost, 0, 0);
+                co_return false;
+            }
+            continue;
+        }
+        // The content, dot-stuffed, then the next message's commands.
+        _batch.clear();
+        _iov.clear();
+        smtp::dot_stuff_segments(_msg, _iov);
+        for (auto& v : _iov) _batch.append(static_cast<const char*>(v.iov_base), v.iov_len);
+        size_t size = _msg.size();
+        bool more = take_index(idx);
+        if (more) {
+            build_message(idx);
+            stats.attempted.add();
+            append_commands(_batch, false);
+        }
+        if (!co_await send_all(_batch)) {
+            count(outcome::lost, 0, 0);
+            if (more) count(outcome::lost, 0, 0);
+            co_return false;
+        }
+        auto t0 = clock_type::now();
+        c = co_await read_reply();
+        if (c == 0) {
+            count(outcome::lost, 0, 0);
+            if (more) count(outcome::lost, 0, 0);
+            co_return false;
+        }
+        if (c / 100 == 2) record_latency(t0);
+        count(c / 100 == 2 ? outcome::accepted : outcome::refused, c, size);
+        // A final reply ends the transaction either way (RFC 5321 §4.1.1.4),
+        // so the next message's commands, already sent, need no RSET.
+        if (!more) {
+            done = true;
+            co_return true;
+        }
+    }
+}
+
 engine::task<void> connection::run() {
     _ctx.shard->hold();
     _rng = mix(_opts.seed ^ (uint64_t(_conn) << 32));
@@ -419,6 +656,12 @@ engine::task<void> connection::run() {
             continue;
         }
         failures = 0;
+        if (_pipelining && _opts.window > 1 && _opts.rate <= 0) {
+            bool ok = _bdat ? co_await run_bdat_batches(done) : co_await run_data_chain(done);
+            if (ok && done && co_await send_all("QUIT\r\n")) co_await read_reply();
+            close_fd();
+            continue;
+        }
         for (;;) {
             uint64_t idx = 0;
             if (!take_index(idx)) {

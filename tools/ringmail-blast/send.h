@@ -13,6 +13,11 @@
 //     X-Blast-Checksum over the body (see common.h), printable CRLF lines of
 //     at most 78 characters, some starting with "." so dot-stuffing is
 //     exercised; sent dot-stuffed after DATA, or raw with BDAT.
+//   - --window N (N > 1, server offers PIPELINING, no --rate): transactions
+//     are pipelined across messages and replies matched in order; with BDAT a
+//     write carries up to N whole transactions, with DATA the next message's
+//     MAIL/RCPT/DATA follow the end-of-data dot. A refused transaction is
+//     followed by RSET; a connection failure loses every message in flight.
 //   - Latency: from the moment the end of data was written to the socket to
 //     the final reply, in a fixed log-linear histogram (no allocation per
 //     message).
@@ -49,6 +54,11 @@ struct send_options {
     std::string from = "blast@example.test";
     std::string pipelining = "on";  // on|off
     bool bdat = false;
+    // Transactions in flight per connection (needs PIPELINING; closed loop
+    // only). 1: one at a time. With BDAT, up to N whole transactions go out in
+    // one write; with DATA, N >= 2 sends the next message's commands right
+    // after the end-of-data dot (the content still waits for 354).
+    unsigned window = 1;
     double rate = 0;  // msgs/s; 0: closed loop
     uint64_t seed = 0;  // 0: chosen from the clock, reported in the summary
     unsigned threads = 1;
