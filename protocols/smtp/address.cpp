@@ -1,5 +1,6 @@
 // address: see address.h for the contract.
 #include "protocols/smtp/address.h"
+#include "protocols/smtp/ascii.h"
 
 #include <arpa/inet.h>
 
@@ -17,16 +18,6 @@ constexpr bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 constexpr bool is_upper_hex(unsigned char c) { return is_digit(c) || (c >= 'A' && c <= 'F'); }
 constexpr bool is_8bit(unsigned char c) { return c >= 0x80; }
 
-constexpr char ascii_upper(char c) {
-    return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
-}
-
-bool iequals_upper(std::string_view s, std::string_view upper) {
-    if (s.size() != upper.size()) return false;
-    for (std::size_t i = 0; i < s.size(); ++i)
-        if (ascii_upper(s[i]) != upper[i]) return false;
-    return true;
-}
 
 bool istarts_with_upper(std::string_view s, std::string_view upper) {
     return s.size() >= upper.size() && iequals_upper(s.substr(0, upper.size()), upper);

@@ -1,5 +1,6 @@
 // command_parser: see command_parser.h for the contract.
 #include "protocols/smtp/command_parser.h"
+#include "protocols/smtp/ascii.h"
 
 #include <algorithm>
 #include <array>
@@ -25,16 +26,6 @@ constexpr std::array<verb_entry, 14> verb_table{{
     {"STARTTLS", verb::starttls}, {"AUTH", verb::auth},
 }};
 
-constexpr char ascii_upper(char c) {
-    return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
-}
-
-bool iequals_upper(std::string_view s, std::string_view upper) {
-    if (s.size() != upper.size()) return false;
-    for (std::size_t i = 0; i < s.size(); ++i)
-        if (ascii_upper(s[i]) != upper[i]) return false;
-    return true;
-}
 
 verb lookup_verb(std::string_view text) {
     for (const auto& e : verb_table)

@@ -1,5 +1,6 @@
 // reply_parser: see reply_parser.h for the contract.
 #include "protocols/smtp/reply_parser.h"
+#include "protocols/smtp/ascii.h"
 
 #include <algorithm>
 
@@ -8,10 +9,6 @@ namespace ringmail::smtp {
 namespace {
 
 constexpr bool is_digit(char c) { return c >= '0' && c <= '9'; }
-
-constexpr char ascii_upper(char c) {
-    return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c;
-}
 
 bool iequals(std::string_view a, std::string_view b) {
     if (a.size() != b.size()) return false;

@@ -1,0 +1,20 @@
+// ascii: case-insensitive helpers for SMTP keywords (RFC 5321 §2.4: verbs and
+// extension keywords are case-insensitive, ASCII only). Pure, no allocation.
+#pragma once
+
+#include <cstddef>
+#include <string_view>
+
+namespace ringmail::smtp {
+
+constexpr char ascii_upper(char c) { return (c >= 'a' && c <= 'z') ? static_cast<char>(c - 'a' + 'A') : c; }
+
+// s equals `upper` (given in upper case) ignoring the case of s.
+constexpr bool iequals_upper(std::string_view s, std::string_view upper) {
+    if (s.size() != upper.size()) return false;
+    for (std::size_t i = 0; i < s.size(); ++i)
+        if (ascii_upper(s[i]) != upper[i]) return false;
+    return true;
+}
+
+}  // namespace ringmail::smtp
