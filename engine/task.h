@@ -1,8 +1,10 @@
 // task<T>: a lazily started C++20 coroutine, and spawn() for detached ones.
 //
 // Contract:
-// - A task starts when it is co_awaited; completion resumes the awaiter by
-//   symmetric transfer, so chains of tasks never grow the native stack.
+// - A task starts when it is co_awaited. If it completes before suspending,
+//   the awaiter just continues; if it suspended, its completion resumes the
+//   awaiter by symmetric transfer from the ring loop. Either way a loop of
+//   awaits does not grow the native stack.
 // - spawn(task) starts a task that nobody awaits; its frame frees itself at
 //   the end. Sessions, listeners and delivery connections are spawned tasks.
 // - A frame is never destroyed while it is suspended on an io_uring
@@ -29,6 +31,8 @@ namespace detail {
 struct promise_base {
     std::coroutine_handle<> continuation = std::noop_coroutine();
     bool detached = false;
+    bool completed = false;          // reached final_suspend
+    bool awaiter_suspended = false;  // the awaiter is suspended, waiting for us
 
     std::suspend_always initial_suspend() noexcept { return {}; }
 
@@ -41,7 +45,10 @@ struct promise_base {
                 h.destroy();
                 return std::noop_coroutine();
             }
-            return p.continuation;
+            p.completed = true;
+            // Finished without ever suspending: the awaiter has not suspended
+            // either and simply continues when await_suspend returns false.
+            return p.awaiter_suspended ? p.continuation : std::noop_coroutine();
         }
         void await_resume() noexcept {}
     };
@@ -97,9 +104,17 @@ public:
     }
 
     bool await_ready() const noexcept { return false; }
-    std::coroutine_handle<> await_suspend(std::coroutine_handle<> awaiter) noexcept {
-        _h.promise().continuation = awaiter;
-        return _h;
+    // Runs the task until it first suspends. A task that completes right away
+    // (e.g. a reply already in the buffer) lets the awaiter continue without
+    // suspending, so a loop of such awaits never nests stack frames (GCC does
+    // not always turn symmetric transfer into a tail call, e.g. under ASan).
+    bool await_suspend(std::coroutine_handle<> awaiter) noexcept {
+        auto& p = _h.promise();
+        p.continuation = awaiter;
+        _h.resume();
+        if (p.completed) return false;
+        p.awaiter_suspended = true;
+        return true;
     }
     T await_resume() {
         if constexpr (!std::is_void_v<T>) return std::move(*_h.promise().value);
