@@ -58,3 +58,38 @@ def test_ctl_help():
     r = run_ctl("--help")
     assert r.returncode == 0, r.stderr
     assert "queue" in r.stdout, r.stdout
+
+
+def test_listener_port_0_is_shared_by_all_shards(tmp_path):
+    """A listener on port 0: the first shard's bind picks the port, every shard listens
+    on that same port (SO_REUSEPORT), and the log names it."""
+    import socket
+    import subprocess
+    import time
+    from conftest import RINGMAILD
+
+    cfg = default_config(tmp_path / "var", 0, "127.0.0.1:1")
+    cfg["server"]["shards"] = 3
+    path = tmp_path / "port0.toml"
+    path.write_text(toml_dump(cfg))
+    err = open(tmp_path / "stderr", "wb")
+    proc = subprocess.Popen([str(RINGMAILD), "--config", str(path)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        deadline = time.monotonic() + 20
+        port = None
+        while port is None and time.monotonic() < deadline:
+            m = re.search(r"listening smtp on 127\.0\.0\.1:(\d+)", (tmp_path / "stderr").read_text())
+            if m:
+                port = int(m.group(1))
+            else:
+                time.sleep(0.05)
+        assert port and port != 0, (tmp_path / "stderr").read_text()
+        # Many connections: with several shards, SO_REUSEPORT spreads them; all must answer.
+        for _ in range(24):
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                assert s.recv(512).startswith(b"220 "), "no banner"
+    finally:
+        proc.terminate()
+        assert proc.wait(20) == 0
+        err.close()

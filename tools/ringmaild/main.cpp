@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
 
     int pid_fd = -1;
     std::vector<std::vector<int>> listen_fds(nshards);
+    std::vector<listener_config> bound = cfg->listeners;  // with real ports once bound
     try {
         std::filesystem::create_directories(cfg->server.data_dir);
         pid_fd = lock_pid_file(cfg->server.pid_file);
@@ -100,8 +101,21 @@ int main(int argc, char** argv) {
                                          std::to_string(i + 1) + " so its mail is delivered");
             }
         }
-        for (unsigned i = 0; i < nshards; ++i)
-            for (const auto& l : cfg->listeners) listen_fds[i].push_back(engine::make_listen_socket(l.address));
+        // Every shard binds its own SO_REUSEPORT socket to the same address. A
+        // configured port 0 is resolved once (by the first bind) so all shards
+        // share the port the kernel picked, and the log shows the real one.
+        for (auto& l : bound) {
+            for (unsigned i = 0; i < nshards; ++i) {
+                int fd = engine::make_listen_socket(l.address);
+                if (i == 0 && l.address.port() == 0) {
+                    net::socket_address actual;
+                    actual.set_length(net::socket_address::capacity());
+                    if (::getsockname(fd, actual.sockaddr_ptr(), actual.length_ptr()) == 0)
+                        l.address.set_port(actual.port());
+                }
+                listen_fds[i].push_back(fd);
+            }
+        }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "ringmaild: %s\n", e.what());
         return 1;
@@ -118,7 +132,6 @@ int main(int argc, char** argv) {
     }
     for (unsigned i = 0; i < nshards; ++i) {
         auto* svc = services[i].get();
-        const auto* fds = &listen_fds[i];
         shards[i]->start([svc, cfg, &limiter](engine::shard& s) { svc->setup(s, cfg, limiter); });
     }
     bool ok = true;
@@ -137,8 +150,7 @@ int main(int argc, char** argv) {
     // banner from a daemon that cannot yet take its mail on every shard.
     for (unsigned i = 0; i < nshards; ++i)
         shards[i]->post([svc = services[i].get(), fds = listen_fds[i]](engine::shard& s) { svc->listen(s, fds); });
-    for (const auto& l : cfg->listeners)
-        log::info("listening {} on {}", to_string(l.protocol), l.address.to_string());
+    for (const auto& l : bound) log::info("listening {} on {}", to_string(l.protocol), l.address.to_string());
     log::info("ringmaild {} ready: {} shards, data_dir {}, {}", RINGMAIL_VERSION, nshards, cfg->server.data_dir,
               cfg->relay.smarthost ? "smarthost " + cfg->relay.smarthost->to_string()
                                    : std::string("no smarthost (MX delivery is not implemented yet: mail stays queued)"));
