@@ -128,6 +128,59 @@ inline recv_buffered_op async_recv_buffered(int fd, uint16_t group, milliseconds
     return op;
 }
 
+// A request/response turn in one submission: send `data` in full (MSG_WAITALL
+// resumes short writes in the kernel), then, linked behind it, receive into a
+// provided buffer. The coroutine resumes once, on the receive; a failed send
+// cancels the receive. Both halves carry the deadline.
+struct send_recv_buffered_op : io_awaitable {
+    struct send_half final : completion, watched_op {
+        int res = 0;
+        void on_cqe(int r, uint32_t) override {
+            if (watched) this_ring().unwatch(this);
+            res = r;
+        }
+    };
+    send_half _send;
+    int fd = -1;
+    const void* data = nullptr;
+    size_t len = 0;
+    uint16_t group = 0;
+    milliseconds timeout{0};
+
+    void await_suspend(std::coroutine_handle<> h) {
+        _waiter = h;
+        io_uring_sqe* s = this_ring().sqe(2);  // both in the same submission
+        io_uring_prep_send(s, fd, data, len, MSG_NOSIGNAL | MSG_WAITALL);
+        s->flags |= IOSQE_IO_LINK;
+        io_uring_sqe_set_data(s, static_cast<completion*>(&_send));
+        if (timeout.count() > 0) this_ring().watch(&_send, &_send, timeout.count());
+        io_uring_sqe* r = this_ring().sqe();
+        io_uring_prep_recv(r, fd, nullptr, 0, 0);
+        r->flags |= IOSQE_BUFFER_SELECT;
+        r->buf_group = group;
+        submit(r, timeout);
+    }
+    struct result {
+        bool sent;       // the whole of data went out
+        int res;         // receive: bytes, 0 = closed, < 0 = -errno
+        int buffer_id;   // -1 when no buffer was consumed
+    };
+    result await_resume() const noexcept {
+        int bid = (_flags & IORING_CQE_F_BUFFER) ? int(_flags >> IORING_CQE_BUFFER_SHIFT) : -1;
+        return {_send.res == static_cast<int>(len), _res, bid};
+    }
+};
+inline send_recv_buffered_op async_send_recv_buffered(int fd, const void* data, size_t len, uint16_t group,
+                                                      milliseconds timeout) {
+    send_recv_buffered_op op;
+    op.fd = fd;
+    op.data = data;
+    op.len = len;
+    op.group = group;
+    op.timeout = timeout;
+    return op;
+}
+
 struct recv_op : io_awaitable {
     int fd;
     void* data;

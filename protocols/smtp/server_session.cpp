@@ -267,18 +267,30 @@ engine::task<void> server_session::run() {
                 continue;
             }
         }
-        // 2. Out of input: send the replies collected so far (RFC 2920 §3.1).
-        if (!_out.empty() && !co_await flush()) break;
+        // 2. Out of input: send the replies collected so far (RFC 2920 §3.1)
+        //    and wait for more, in one submission when there is something to send.
         if (_stop && !in_transaction() && _phase == phase::command) {
             replyf("421 4.3.2 {} Service shutting down, closing transmission channel", _cfg->server.hostname);
             co_await flush();
             break;
         }
-        // 3. Wait for more.
         auto timeout = _phase == phase::command || _phase == phase::skip_line ? _cfg->smtp.command_timeout
                                                                                : _cfg->smtp.data_timeout;
         _idle_wait = !in_transaction() && _phase == phase::command && _pending.empty();
-        auto r = co_await engine::async_recv_buffered(_fd, buffers.group(), timeout);
+        engine::recv_buffered_op::result r{};
+        if (!_out.empty()) {
+            auto sr = co_await engine::async_send_recv_buffered(_fd, _out.data(), _out.size(), buffers.group(),
+                                                                timeout);
+            _out.clear();
+            r = {sr.res, sr.buffer_id};
+            if (!sr.sent) {
+                _idle_wait = false;
+                if (r.buffer_id >= 0) buffers.recycle(r.buffer_id);
+                break;
+            }
+        } else {
+            r = co_await engine::async_recv_buffered(_fd, buffers.group(), timeout);
+        }
         _idle_wait = false;
         if (r.res == -ENOBUFS) {
             // Every receive buffer is in use: wait a moment rather than fail.
