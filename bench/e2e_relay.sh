@@ -403,8 +403,12 @@ DIRECT_INJECT_S=$R_INJECT_S DIRECT_E2E_S=$R_E2E_S DIRECT_INJECT_RATE=$R_INJECT_R
 sink_stop
 
 PF_STATUS="skipped" RM_STATUS="skipped"
-if [[ "$ONLY" != ringmail ]]; then phase_postfix; PF_STATUS="ok"; fi
-if [[ "$ONLY" != postfix ]]; then phase_ringmail; fi
+# Each system starts with the disk quiet: the previous phase's dirty pages (Postfix
+# writes a queue file per message) would otherwise be written back during the next
+# one and slow its fsyncs.
+settle() { sync; sleep 2; }
+if [[ "$ONLY" != ringmail ]]; then settle; phase_postfix; PF_STATUS="ok"; fi
+if [[ "$ONLY" != postfix ]]; then settle; phase_ringmail; fi
 
 RATIO="n/a"
 if [[ $PF_STATUS == ok && $RM_STATUS == ok ]]; then
