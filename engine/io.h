@@ -130,17 +130,31 @@ inline recv_buffered_op async_recv_buffered(int fd, uint16_t group, milliseconds
 
 // A request/response turn in one submission: send `data` in full (MSG_WAITALL
 // resumes short writes in the kernel), then, linked behind it, receive into a
-// provided buffer. The coroutine resumes once, on the receive; a failed send
-// cancels the receive. Both halves carry the deadline.
+// provided buffer. A failed send cancels the receive. Both halves carry the
+// deadline. The coroutine resumes only when BOTH CQEs have arrived, in
+// whatever order, so no CQE can reach the awaitable after its frame is gone.
 struct send_recv_buffered_op : io_awaitable {
     struct send_half final : completion, watched_op {
+        send_recv_buffered_op* parent = nullptr;
         int res = 0;
         void on_cqe(int r, uint32_t) override {
             if (watched) this_ring().unwatch(this);
             res = r;
+            parent->one_done();
         }
     };
     send_half _send;
+    int _outstanding = 2;
+
+    void one_done() {
+        if (--_outstanding == 0) _waiter.resume();
+    }
+    void on_cqe(int res, uint32_t flags) override {
+        if (watched) this_ring().unwatch(this);
+        _res = (expired && res == -ECANCELED) ? -ETIMEDOUT : res;
+        _flags = flags;
+        one_done();
+    }
     int fd = -1;
     const void* data = nullptr;
     size_t len = 0;
@@ -149,6 +163,7 @@ struct send_recv_buffered_op : io_awaitable {
 
     void await_suspend(std::coroutine_handle<> h) {
         _waiter = h;
+        _send.parent = this;  // the awaitable has its final address now (in the frame)
         io_uring_sqe* s = this_ring().sqe(2);  // both in the same submission
         io_uring_prep_send(s, fd, data, len, MSG_NOSIGNAL | MSG_WAITALL);
         s->flags |= IOSQE_IO_LINK;
