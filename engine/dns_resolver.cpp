@@ -76,6 +76,16 @@ struct resolver::impl::fd_watch final : completion {
         io_uring_prep_poll_remove(s, reinterpret_cast<__u64>(static_cast<completion*>(this)));
         io_uring_sqe_set_data(s, nullptr);
     }
+    // The socket is closed or the resolver is going away: stop watching and
+    // free this now, or on the last CQE if a poll is armed or being dispatched.
+    void orphan(ring* rg) {
+        owner = nullptr;
+        want = 0;
+        if (armed)
+            remove(rg);
+        else if (!dispatching)
+            delete this;
+    }
     void on_cqe(int res, uint32_t) override {
         armed = false;
         removing = false;
@@ -127,12 +137,7 @@ void resolver::impl::on_sock_state(int fd, bool readable, bool writable) {
         if (it == watches.end()) return;
         fd_watch* w = it->second;
         watches.erase(it);
-        w->owner = nullptr;
-        w->want = 0;
-        if (w->armed)
-            w->remove(r);
-        else if (!w->dispatching)
-            delete w;
+        w->orphan(r);
         return;
     }
     if (it == watches.end()) {
@@ -184,14 +189,7 @@ void resolver::impl::update_timer() {
 
 resolver::impl::~impl() {
     if (channel != nullptr) ares_destroy(channel);  // pending queries end with ARES_EDESTRUCTION
-    for (auto& [fd, w] : watches) {
-        w->owner = nullptr;
-        w->want = 0;
-        if (w->armed)
-            w->remove(r);
-        else if (!w->dispatching)
-            delete w;
-    }
+    for (auto& [fd, w] : watches) w->orphan(r);
     watches.clear();
     cancel_timer();
 }
