@@ -324,6 +324,20 @@ def daemon(start_daemon, sink):
     return start_daemon(sink)
 
 
+@pytest.fixture
+def mx_world():
+    """An MxWorld (tests/integration/mx_world.py), started: `.dns` (a DnsServer with no
+    zones yet), `.port` (P, shared by every sink), `.sink("127.0.0.x", behaviour=...)`,
+    `.add_mx(...)`, and `.config`, the daemon fragment for MX delivery:
+    {"dns": {"servers": ["127.0.0.1:DNSPORT"]}, "delivery": {"smtp_port": P},
+    "relay": {"smarthost": ""}} -- e.g. start_daemon("", config=mx_world.config)."""
+    from mx_world import MxWorld  # noqa: PLC0415 - only MX tests need dnslib
+
+    w = MxWorld().start()
+    yield w
+    w.stop()
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     outcome = yield
@@ -334,6 +348,9 @@ def pytest_runtest_makereport(item, call):
         s = item.funcargs.get("sink") if hasattr(item, "funcargs") else None
         if isinstance(s, Sink):
             rep.sections.append(("sink", s.describe(50)))
+        w = item.funcargs.get("mx_world") if hasattr(item, "funcargs") else None
+        if w is not None and hasattr(w, "describe"):
+            rep.sections.append(("mx world", w.describe()))
 
 
 # --------------------------------------------------------------------------- clients

@@ -11,9 +11,10 @@ build_pkgs=(
   libgtest-dev libbenchmark-dev
 )
 test_pkgs=(
-  python3 python3-pytest python3-pytest-timeout python3-aiosmtpd swaks lmdb-utils curl openssl procps iproute2
+  python3 python3-pytest python3-pytest-timeout python3-aiosmtpd python3-dnslib swaks lmdb-utils curl openssl procps iproute2
   clang libclang-rt-14-dev   # tests/fuzz (libFuzzer + sanitizer runtimes; a Recommends, so named here)
   postfix                    # tests/integration/test_blast.py: smtp-sink / smtp-source interop
+  # python3-dnslib above: tests/integration/dns_server.py (authoritative DNS for MX delivery tests)
 )
 
 want=("${build_pkgs[@]}")
