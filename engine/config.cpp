@@ -42,6 +42,31 @@ connect_timeout = "30s"
 command_timeout = "300s"
 idle_timeout = "5s"
 
+[delivery]                     # MX delivery (relay.smarthost empty)
+smtp_port = 25                 # port of every MX host
+max_connections = 20           # per destination (set of MX hosts)
+max_messages_per_connection = 1000
+max_recipients = 50            # per transaction
+message_rate = ""              # e.g. "100/s", "5000/h"; empty = unlimited
+connection_rate = ""           # connections opened per destination; empty = unlimited
+backoff_min = "60s"            # a destination that cannot be reached is paused,
+backoff_max = "1h"             # doubling from backoff_min up to backoff_max
+
+# [[shaping]]                  # per-destination overrides of the [delivery] limits
+# domain = "gmail.com"         # a recipient domain, or:
+# mx = "*.google.com"          # an MX host name or *.suffix
+# max_connections = 5
+# message_rate = "100/s"
+
+[dns]
+servers = []                   # ["127.0.0.1:5353"]; empty = /etc/resolv.conf
+timeout = "2s"                 # per try
+tries = 2
+min_ttl = "60s"
+max_ttl = "1d"
+negative_ttl = "5m"            # NXDOMAIN and no-data answers
+temporary_ttl = "30s"          # SERVFAIL and timeouts
+
 [smtp]
 max_command_bytes = 512
 max_line_bytes = 1000
@@ -152,6 +177,26 @@ std::optional<uint64_t> parse_size(std::string_view text)
         }
     }
     return std::nullopt;
+}
+
+std::optional<rate_limit> parse_rate(std::string_view text)
+{
+    if (text.empty()) return rate_limit{};
+    auto slash = text.find('/');
+    if (slash == std::string_view::npos) return std::nullopt;
+    uint64_t count = 0;
+    std::string_view rest;
+    if (!split_number(text.substr(0, slash), count, rest) || !rest.empty()) return std::nullopt;
+    if (count > std::numeric_limits<uint32_t>::max()) return std::nullopt;
+    std::string_view unit = text.substr(slash + 1);
+    rate_limit r;
+    r.count = static_cast<uint32_t>(count);
+    if (unit == "s") r.per = milliseconds(1000);
+    else if (unit == "m") r.per = milliseconds(60'000);
+    else if (unit == "h") r.per = milliseconds(3'600'000);
+    else if (unit == "d") r.per = milliseconds(86'400'000);
+    else return std::nullopt;
+    return r;
 }
 
 // ---------------------------------------------------------------------------
@@ -320,6 +365,40 @@ public:
         return bytes;
     }
 
+    rate_limit rate(std::string_view key, rate_limit fallback)
+    {
+        const toml::node* n = get(key);
+        if (!n) return fallback;
+        const auto* str = n->as_string();
+        if (!str) fail(*n, key, fmt::format("expected a rate string such as \"100/s\" or \"5000/h\", got {}", type_name(*n)));
+        auto parsed = parse_rate(str->get());
+        if (!parsed)
+            fail(*n, key, fmt::format("expected a rate such as \"100/s\" or \"5000/h\" (unit s, m, h or d), got \"{}\"",
+                                      log::escaped(str->get(), 40)));
+        return *parsed;
+    }
+
+    // An array of strings, each checked by `check` (which returns an error text or "").
+    template <class F>
+    std::vector<std::string> strings(std::string_view key, F&& check)
+    {
+        std::vector<std::string> out;
+        const toml::node* n = get(key);
+        if (!n) return out;
+        const auto* arr = n->as_array();
+        if (!arr) fail(*n, key, fmt::format("expected an array of strings, got {}", type_name(*n)));
+        for (std::size_t i = 0; i < arr->size(); ++i) {
+            const toml::node& item = *arr->get(i);
+            std::string k = fmt::format("{}[{}]", key, i);
+            const auto* str = item.as_string();
+            if (!str) fail(item, k, fmt::format("expected a string, got {}", type_name(item)));
+            std::string problem = check(str->get());
+            if (!problem.empty()) fail(item, k, problem);
+            out.push_back(str->get());
+        }
+        return out;
+    }
+
     double fraction(std::string_view key, double fallback)
     {
         const toml::node* n = get(key);
@@ -486,6 +565,97 @@ void load_relay(const loader& ld, const toml::table& root, config& c)
     s.reject_unknown();
 }
 
+// Keys shared by [delivery] and [[shaping]]: unset keys keep `base`.
+destination_limits load_limits(section& s, const destination_limits& base)
+{
+    destination_limits l;
+    l.max_connections = s.integer<unsigned>("max_connections", base.max_connections, 1, 100'000);
+    l.max_messages_per_connection =
+        s.integer<unsigned>("max_messages_per_connection", base.max_messages_per_connection, 1, 10'000'000);
+    l.max_recipients = s.integer<unsigned>("max_recipients", base.max_recipients, 1, 100'000);
+    l.message_rate = s.rate("message_rate", base.message_rate);
+    l.connection_rate = s.rate("connection_rate", base.connection_rate);
+    return l;
+}
+
+void load_delivery(const loader& ld, const toml::table& root, config& c)
+{
+    section s = open_section(ld, root, "delivery");
+    c.delivery.smtp_port = s.integer<uint16_t>("smtp_port", 25, 1, 65'535);
+    c.delivery.limits = load_limits(s, destination_limits{});
+    constexpr milliseconds day{86'400'000};
+    c.delivery.backoff_min = s.duration("backoff_min", milliseconds(60'000), milliseconds(1), day);
+    c.delivery.backoff_max = s.duration("backoff_max", milliseconds(3'600'000), milliseconds(1), 30 * day);
+    if (c.delivery.backoff_max < c.delivery.backoff_min)
+        s.fail(*s.table()->get(s.table()->get("backoff_max") ? "backoff_max" : "backoff_min"),
+               s.table()->get("backoff_max") ? "backoff_max" : "backoff_min",
+               "delivery.backoff_max must not be less than delivery.backoff_min");
+    s.reject_unknown();
+}
+
+std::string lower(std::string_view text)
+{
+    std::string out(text);
+    for (char& ch : out)
+        if (ch >= 'A' && ch <= 'Z') ch = static_cast<char>(ch - 'A' + 'a');
+    return out;
+}
+
+void load_shaping(const loader& ld, const toml::table& root, config& c)
+{
+    const toml::node* n = root.get("shaping");
+    if (!n) return;
+    const auto* arr = n->as_array();
+    if (!arr) ld.fail(n->source(), "shaping", fmt::format("expected an array of tables [[shaping]], got {}", type_name(*n)));
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+        const toml::node& item = *arr->get(i);
+        std::string name = fmt::format("shaping[{}]", i);
+        const auto* t = item.as_table();
+        if (!t) ld.fail(item.source(), name, fmt::format("expected a table, got {}", type_name(item)));
+        section s(ld, t, name, t->source());
+        shaping_rule rule;
+        rule.domain = lower(s.string_or("domain", ""));
+        rule.mx = lower(s.string_or("mx", ""));
+        if (rule.domain.empty() == rule.mx.empty())
+            s.fail_missing("domain", "set exactly one of `domain` (a recipient domain) or `mx` (\"mx.example.com\" or \"*.example.com\")");
+        std::string_view pattern = rule.mx.empty() ? std::string_view(rule.domain) : std::string_view(rule.mx);
+        std::string_view host = pattern.starts_with("*.") ? pattern.substr(2) : pattern;
+        if (!valid_hostname(host))
+            s.fail(*t->get(rule.mx.empty() ? "domain" : "mx"), rule.mx.empty() ? "domain" : "mx",
+                   fmt::format("\"{}\" is not a host name{}", log::escaped(pattern, 80),
+                               rule.mx.empty() ? "" : " or *.suffix pattern"));
+        if (!rule.domain.empty() && pattern.starts_with("*.")) s.fail(*t->get("domain"), "domain", "patterns are for `mx`; `domain` is exact");
+        rule.limits = load_limits(s, c.delivery.limits);
+        s.reject_unknown();
+        c.shaping.push_back(std::move(rule));
+    }
+}
+
+void load_dns(const loader& ld, const toml::table& root, config& c)
+{
+    section s = open_section(ld, root, "dns");
+    for (const auto& text : s.strings("servers", [](std::string_view v) -> std::string {
+             auto parsed = net::parse_socket_address(v);
+             if (!parsed) return fmt::format("\"{}\": {}", log::escaped(v, 80), net::describe(parsed.error()));
+             return "";
+         })) {
+        auto a = *net::parse_socket_address(text);
+        if (a.port() == 0) a.set_port(53);
+        c.dns.servers.push_back(a);
+    }
+    constexpr milliseconds day{86'400'000};
+    c.dns.timeout = s.duration("timeout", milliseconds(2000), milliseconds(1), milliseconds(60'000));
+    c.dns.tries = s.integer<unsigned>("tries", 2, 1, 10);
+    c.dns.min_ttl = s.duration("min_ttl", milliseconds(60'000), milliseconds(0), day);
+    c.dns.max_ttl = s.duration("max_ttl", milliseconds(86'400'000), milliseconds(0), 7 * day);
+    if (c.dns.max_ttl < c.dns.min_ttl)
+        s.fail(*s.table()->get(s.table()->get("max_ttl") ? "max_ttl" : "min_ttl"),
+               s.table()->get("max_ttl") ? "max_ttl" : "min_ttl", "dns.max_ttl must not be less than dns.min_ttl");
+    c.dns.negative_ttl = s.duration("negative_ttl", milliseconds(300'000), milliseconds(0), day);
+    c.dns.temporary_ttl = s.duration("temporary_ttl", milliseconds(30'000), milliseconds(0), day);
+    s.reject_unknown();
+}
+
 void load_smtp(const loader& ld, const toml::table& root, config& c)
 {
     section s = open_section(ld, root, "smtp");
@@ -559,7 +729,8 @@ config load_config_string(std::string_view toml_text, std::string_view source_na
                                        where.column ? where.column : 1, e.description()));
     }
 
-    static constexpr std::string_view tables[] = {"server", "listener", "relay", "smtp", "queue", "store", "log"};
+    static constexpr std::string_view tables[] = {"server", "listener", "relay", "delivery", "shaping",
+                                                   "dns",    "smtp",     "queue", "store",    "log"};
     for (auto&& [k, v] : root) {
         if (std::find(std::begin(tables), std::end(tables), k.str()) == std::end(tables))
             ld.fail(k.source(), k.str(), v.is_table() ? "unknown table" : "unknown key");
@@ -569,6 +740,9 @@ config load_config_string(std::string_view toml_text, std::string_view source_na
     load_server(ld, root, c);
     load_listeners(ld, root, c);
     load_relay(ld, root, c);
+    load_delivery(ld, root, c);
+    load_shaping(ld, root, c);
+    load_dns(ld, root, c);
     load_smtp(ld, root, c);
     load_queue(ld, root, c);
     load_store(ld, root, c);
@@ -611,6 +785,13 @@ void for_each_change(const config& a, const config& b, F&& emit)
     RINGMAIL_CMP(false, "relay.connect_timeout", relay.connect_timeout);
     RINGMAIL_CMP(false, "relay.command_timeout", relay.command_timeout);
     RINGMAIL_CMP(false, "relay.idle_timeout", relay.idle_timeout);
+    RINGMAIL_CMP(false, "delivery.smtp_port", delivery.smtp_port);
+    RINGMAIL_CMP(false, "delivery.limits", delivery.limits);
+    RINGMAIL_CMP(false, "delivery.backoff_min", delivery.backoff_min);
+    RINGMAIL_CMP(false, "delivery.backoff_max", delivery.backoff_max);
+    RINGMAIL_CMP(false, "shaping", shaping);
+    // The resolver and its cache are made once per shard.
+    RINGMAIL_CMP(true, "dns", dns);
     RINGMAIL_CMP(false, "smtp.max_command_bytes", smtp.max_command_bytes);
     RINGMAIL_CMP(false, "smtp.max_line_bytes", smtp.max_line_bytes);
     RINGMAIL_CMP(false, "smtp.message_size_limit", smtp.message_size_limit);

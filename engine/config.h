@@ -64,6 +64,53 @@ struct relay_config {
     bool operator==(const relay_config&) const = default;
 };
 
+// A rate such as "100/s" or "5000/h"; count 0 = unlimited.
+struct rate_limit {
+    uint32_t count = 0;
+    std::chrono::milliseconds per{1000};
+    bool unlimited() const { return count == 0; }
+    bool operator==(const rate_limit&) const = default;
+};
+
+// Limits per destination (a set of MX hosts, or the smarthost).
+struct destination_limits {
+    unsigned max_connections = 20;               // concurrent connections
+    unsigned max_messages_per_connection = 1000; // then the connection is closed and reopened
+    unsigned max_recipients = 50;                // recipients per transaction
+    rate_limit message_rate;                     // messages started, unlimited by default
+    rate_limit connection_rate;                  // connections opened, unlimited by default
+    bool operator==(const destination_limits&) const = default;
+};
+
+struct delivery_config {
+    uint16_t smtp_port = 25;                     // port of every MX host
+    destination_limits limits;                   // defaults for every destination
+    // A destination whose hosts all fail to connect (or greet with 421) is
+    // paused: first for backoff_min, doubling up to backoff_max.
+    std::chrono::milliseconds backoff_min{60'000};
+    std::chrono::milliseconds backoff_max{3'600'000};
+    bool operator==(const delivery_config&) const = default;
+};
+
+// [[shaping]]: limits for destinations matching a recipient domain or an MX host pattern.
+struct shaping_rule {
+    std::string domain;   // exact recipient domain (lower case), or empty
+    std::string mx;       // MX host name, exact or "*.suffix" (lower case), or empty
+    destination_limits limits;  // [delivery] values for keys the rule does not set
+    bool operator==(const shaping_rule&) const = default;
+};
+
+struct dns_config {
+    std::vector<net::socket_address> servers;    // empty = /etc/resolv.conf
+    std::chrono::milliseconds timeout{2000};     // per try
+    unsigned tries = 2;
+    std::chrono::milliseconds min_ttl{60'000};
+    std::chrono::milliseconds max_ttl{86'400'000};
+    std::chrono::milliseconds negative_ttl{300'000};
+    std::chrono::milliseconds temporary_ttl{30'000};
+    bool operator==(const dns_config&) const = default;
+};
+
 struct smtp_config {
     uint64_t max_command_bytes = 512;
     uint64_t max_line_bytes = 1000;
@@ -101,6 +148,9 @@ struct config {
     server_config server;
     std::vector<listener_config> listeners;
     relay_config relay;
+    delivery_config delivery;
+    std::vector<shaping_rule> shaping;
+    dns_config dns;
     smtp_config smtp;
     queue_config queue;
     store_config store;
@@ -135,5 +185,8 @@ unsigned shard_count(const server_config& server);
 // integer is also accepted: seconds for durations, bytes for sizes.)
 std::optional<std::chrono::milliseconds> parse_duration(std::string_view text);
 std::optional<uint64_t> parse_size(std::string_view text);
+// Rates: "<count>/<unit>" with unit s, m, h or d ("100/s", "5000/h"); "" and
+// "0/s" mean unlimited.
+std::optional<rate_limit> parse_rate(std::string_view text);
 
 }  // namespace ringmail

@@ -56,6 +56,8 @@ public:
 
     const std::string& last_error() const { return _last_error; }
     const std::string& peer_name() const { return _peer_name; }
+    // How logs and DSNs name the peer ("mx1.example.com[192.0.2.1]:25").
+    void set_peer_name(std::string name) { _peer_name = std::move(name); }
 
 private:
     struct reply {

@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <chrono>
 
+#include <fmt/format.h>
+
 #include "engine/log.h"
 #include "protocols/smtp/client.h"
 #include "protocols/smtp/dsn.h"
+#include "protocols/smtp/recipient_domains.h"
 #include "store/envelope.h"
 #include "store/retry_schedule.h"
 
@@ -21,6 +24,11 @@ uint64_t unix_now_us() {
                std::chrono::system_clock::now().time_since_epoch())
         .count();
 }
+int64_t steady_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+}
 store::retry_policy policy_of(const config& cfg) {
     store::retry_policy p;
     p.min_backoff = std::chrono::duration_cast<std::chrono::seconds>(cfg.queue.min_backoff);
@@ -29,12 +37,47 @@ store::retry_policy policy_of(const config& cfg) {
     p.jitter = cfg.queue.jitter;
     return p;
 }
+
+bool mx_pattern_matches(std::string_view pattern, std::string_view host) {
+    if (pattern.starts_with("*.")) return host.size() > pattern.size() - 1 && host.ends_with(pattern.substr(1));
+    return host == pattern;
+}
+
+// The [[shaping]] rule for a domain and its MX hosts: a domain rule first,
+// then the first mx rule matching any host. -1 = none.
+int shaping_rule_for(const config& cfg, std::string_view domain, const std::vector<engine::dns::mx_host>& hosts) {
+    for (size_t i = 0; i < cfg.shaping.size(); ++i)
+        if (!cfg.shaping[i].domain.empty() && cfg.shaping[i].domain == domain) return static_cast<int>(i);
+    for (size_t i = 0; i < cfg.shaping.size(); ++i) {
+        const auto& rule = cfg.shaping[i];
+        if (rule.mx.empty()) continue;
+        for (const auto& h : hosts)
+            if (mx_pattern_matches(rule.mx, h.name)) return static_cast<int>(i);
+    }
+    return -1;
+}
+
+// "[127.0.0.1]" / "[IPv6:::1]" (RFC 5321 §4.1.3 address literals): the address, or nullopt.
+std::optional<net::socket_address> address_literal(std::string_view domain) {
+    if (domain.size() < 3 || domain.front() != '[' || domain.back() != ']') return std::nullopt;
+    std::string_view inner = domain.substr(1, domain.size() - 2);
+    std::string text;
+    if (inner.size() > 5 && (inner.substr(0, 5) == "ipv6:" || inner.substr(0, 5) == "IPv6:"))
+        text = fmt::format("[{}]:1", inner.substr(5));
+    else
+        text = fmt::format("{}:1", inner);
+    auto parsed = net::parse_socket_address(text);
+    if (!parsed) return std::nullopt;
+    return *parsed;
+}
 }  // namespace
 
 relay_scheduler::relay_scheduler(engine::shard& shard, std::shared_ptr<const config> cfg, store::spool& spool,
                                  store::group_commit& commit, store::queue_id_generator& ids)
     : _shard(shard), _cfg(std::move(cfg)), _spool(spool), _commit(commit), _ids(ids),
       _rng(std::random_device{}()) {}
+
+relay_scheduler::~relay_scheduler() = default;
 
 void relay_scheduler::start() {
     auto view = _spool.begin_read();
@@ -52,7 +95,8 @@ void relay_scheduler::start() {
                            store::to_string(env.error()));
                 return;
             }
-            schedule(id, env->next_attempt <= now ? 0 : env->next_attempt);
+            if (env->next_attempt <= now) _waiting.push_back(id);
+            else _deferred.emplace(env->next_attempt, id);
             ++loaded;
         });
         (void)walked;
@@ -61,47 +105,248 @@ void relay_scheduler::start() {
     }
     _shard.hold();
     engine::spawn(timer_loop());
-    kick();
+    activate_waiting();
+}
+
+void relay_scheduler::set_config(std::shared_ptr<const config> cfg) {
+    _cfg = std::move(cfg);
+    // Limits follow the new [delivery] / [[shaping]] at once (a rule index
+    // that no longer exists falls back to [delivery]).
+    for (auto& [key, d] : _destinations) {
+        if (d->rule < 0 || static_cast<size_t>(d->rule) >= _cfg->shaping.size()) d->set_limits(_cfg->delivery.limits);
+        else d->set_limits(_cfg->shaping[static_cast<size_t>(d->rule)].limits);
+    }
 }
 
 void relay_scheduler::schedule(uint64_t id, int64_t due) {
-    if (due == 0) _ready.push_back(id);
-    else _deferred.emplace(due, id);
+    if (due == 0) {
+        _waiting.push_back(id);
+        activate_waiting();
+    } else {
+        _deferred.emplace(due, id);
+    }
 }
 
-void relay_scheduler::enqueue(uint64_t id) {
-    _ready.push_back(id);
-    kick();
-}
+void relay_scheduler::enqueue(uint64_t id) { schedule(id, 0); }
 
 void relay_scheduler::flush() {
-    for (auto& [due, id] : _deferred) _ready.push_back(id);
+    for (auto& [due, id] : _deferred) _waiting.push_back(id);
     _deferred.clear();
-    kick();
+    for (auto& [key, d] : _destinations) {
+        d->paused_until_us = 0;
+        d->failures = 0;
+    }
+    activate_waiting();
 }
 
-void relay_scheduler::kick() {
-    if (_stopping || _ready.empty()) return;
-    if (!_cfg->relay.smarthost) return;  // MX delivery is a later stage; mail waits in the queue
-    // Wake idle connections first, then open new ones up to the pool size.
-    size_t want = _ready.size();
-    while (want > 0 && !_idle.empty()) {
-        _idle.back()->wake();
-        _idle.pop_back();
+void relay_scheduler::activate_waiting() {
+    while (!_stopping && !_waiting.empty() && _active.size() < active_limit) {
+        uint64_t id = _waiting.front();
+        _waiting.pop_front();
+        activate(id);
+    }
+}
+
+void relay_scheduler::activate(uint64_t id) {
+    if (_active.count(id)) return;  // already being delivered (flush racing a retry)
+    std::optional<store::envelope> env;
+    {
+        auto view = _spool.begin_read();
+        if (!view) {
+            log::error("{}: cannot read the queue: {}", store::to_hex(id).view(), store::to_string(view.error()));
+            _deferred.emplace(unix_now() + 60, id);
+            return;
+        }
+        auto rec = view->envelope_record(id);
+        if (!rec) return;  // gone (removed meanwhile)
+        auto decoded = store::decode(*rec);
+        if (!decoded) {
+            log::error("{}: unreadable queue record ({})", store::to_hex(id).view(),
+                       store::to_string(decoded.error()));
+            return;
+        }
+        env.emplace(std::move(*decoded));
+    }  // the read ends before any routing
+    auto& st = _active.emplace(id, message_state{std::move(*env), 0}).first->second;
+
+    if (_cfg->relay.smarthost) {
+        delivery_job job{id, {}};
+        for (size_t i = 0; i < st.env.recipients.size(); ++i)
+            if (st.env.recipients[i].state == store::rcpt_state::pending) job.recipients.push_back(i);
+        st.outstanding = 1;
+        push_job(smarthost_destination(), std::move(job));
+        return;
+    }
+    auto groups = group_pending_by_domain(st.env);
+    st.outstanding = static_cast<unsigned>(groups.size());
+    if (groups.empty()) {  // nothing pending: just finish it
+        st.outstanding = 1;
+        engine::spawn(finish_job(id, {}, "none", std::nullopt, {}));
+        return;
+    }
+    for (auto& g : groups) engine::spawn(route(id, std::move(g.domain), std::move(g.recipients)));
+}
+
+engine::dns::cache* relay_scheduler::dns() {
+    if (_dns || _dns_failed) return _dns.get();
+    engine::dns::resolver_options o;
+    for (const auto& s : _cfg->dns.servers) o.servers.push_back(s.to_string());
+    o.timeout = _cfg->dns.timeout;
+    o.tries = static_cast<int>(_cfg->dns.tries);
+    auto made = engine::dns::resolver::create(o);
+    if (!made) {
+        log::error("shard {}: cannot start the DNS resolver: {}", _shard.index(), engine::dns::describe(made.error()));
+        _dns_failed = true;
+        return nullptr;
+    }
+    _resolver = std::move(*made);
+    engine::dns::cache_options co;
+    auto secs = [](std::chrono::milliseconds ms) { return std::chrono::duration_cast<std::chrono::seconds>(ms); };
+    co.min_ttl = secs(_cfg->dns.min_ttl);
+    co.max_ttl = secs(_cfg->dns.max_ttl);
+    co.negative_ttl = secs(_cfg->dns.negative_ttl);
+    co.temporary_ttl = secs(_cfg->dns.temporary_ttl);
+    _dns = std::make_unique<engine::dns::cache>(*_resolver, co);
+    return _dns.get();
+}
+
+engine::task<engine::dns::route> relay_scheduler::resolve(const std::string& domain) {
+    engine::dns::route r;
+    if (domain.empty()) {
+        r.decision = engine::dns::mx_decision::bounce_nxdomain;
+        r.detail = "recipient address has no domain";
+        co_return r;
+    }
+    if (domain.front() == '[') {
+        auto literal = address_literal(domain);
+        if (!literal) {
+            r.decision = engine::dns::mx_decision::bounce_nxdomain;
+            r.detail = fmt::format("bad address literal {}", domain);
+            co_return r;
+        }
+        r.decision = engine::dns::mx_decision::deliver;
+        r.hosts.push_back(engine::dns::mx_host{domain, 0, {*literal}});
+        r.key = domain;
+        co_return r;
+    }
+    auto* cache = dns();
+    if (!cache) {
+        r.detail = "DNS resolver unavailable";
+        co_return r;
+    }
+    engine::dns::route resolved = co_await cache->resolve(domain);
+    co_return resolved;
+}
+
+engine::task<void> relay_scheduler::route(uint64_t id, std::string domain, std::vector<size_t> recipients) {
+    _shard.hold();
+    engine::dns::route r = co_await resolve(domain);
+    _shard.release();
+    if (_stopping) co_return;  // the message stays queued; the next start routes it again
+    using engine::dns::mx_decision;
+    if (r.decision == mx_decision::deliver) {
+        destination& d = destination_for(r, domain);
+        size_t per = std::max<unsigned>(1, d.limits.max_recipients);
+        size_t chunks = (recipients.size() + per - 1) / per;
+        _active[id].outstanding += static_cast<unsigned>(chunks) - 1;
+        for (size_t first = 0; first < recipients.size(); first += per) {
+            delivery_job job{id, {}};
+            auto end = std::min(recipients.size(), first + per);
+            job.recipients.assign(recipients.begin() + static_cast<long>(first), recipients.begin() + static_cast<long>(end));
+            push_job(d, std::move(job));
+        }
+        co_return;
+    }
+    // Named values, not temporaries inside the co_await expression: GCC 12
+    // destroys a conditional operator's temporary there twice.
+    int code = 451;
+    std::string reply;
+    if (r.decision == mx_decision::bounce_null_mx) {
+        code = 556;
+        reply = fmt::format("556 5.1.10 Recipient address rejected: domain {} does not accept mail (null MX)", domain);
+    } else if (r.decision == mx_decision::bounce_nxdomain) {
+        code = 550;
+        std::string why = r.detail.empty() ? "Name service error for name=" + domain : r.detail;
+        reply = fmt::format("550 5.1.2 Host or domain name not found. {}", why);
+    } else {
+        std::string why = r.detail.empty() ? "temporary DNS failure for " + domain : r.detail;
+        reply = fmt::format("451 4.4.3 Host or domain name lookup failed: {}", why);
+    }
+    delivery_job job{id, std::move(recipients)};
+    co_await fail_job(std::move(job), code, std::move(reply));
+}
+
+destination& relay_scheduler::destination_for(const engine::dns::route& r, std::string_view domain) {
+    const config& cfg = *_cfg;
+    int rule = shaping_rule_for(cfg, domain, r.hosts);
+    std::string key = rule < 0 ? r.key : fmt::format("{}#{}", r.key, rule);
+    auto& slot = _destinations[key];
+    if (!slot) {
+        slot = std::make_unique<destination>();
+        slot->key = key;
+        slot->rule = rule;
+        slot->set_limits(rule < 0 ? cfg.delivery.limits : cfg.shaping[static_cast<size_t>(rule)].limits);
+    }
+    destination& d = *slot;
+    if (d.connections == 0 && d.ready.empty()) {
+        // Idle: take the latest answer (TTLs, the order among equal MX).
+        d.hosts.clear();
+        for (const auto& h : r.hosts) {
+            destination_host dh{h.name, h.addresses};
+            for (auto& a : dh.addresses) a.set_port(cfg.delivery.smtp_port);
+            d.hosts.push_back(std::move(dh));
+        }
+    }
+    return d;
+}
+
+destination& relay_scheduler::smarthost_destination() {
+    const config& cfg = *_cfg;
+    std::string key = "smarthost " + cfg.relay.smarthost->to_string();
+    auto& slot = _destinations[key];
+    if (!slot) {
+        slot = std::make_unique<destination>();
+        slot->key = key;
+        slot->hosts.push_back(destination_host{cfg.relay.smarthost->host_string(), {*cfg.relay.smarthost}});
+    }
+    destination_limits l = cfg.delivery.limits;
+    l.max_connections = cfg.relay.pool_size;
+    if (!(slot->limits == l)) slot->set_limits(l);
+    return *slot;
+}
+
+void relay_scheduler::push_job(destination& d, delivery_job job) {
+    if (d.paused(steady_us())) {
+        engine::spawn(fail_job(std::move(job), 0, fmt::format("delivery temporarily suspended: {}", d.pause_reason)));
+        return;
+    }
+    d.ready.push_back(std::move(job));
+    kick(d);
+}
+
+void relay_scheduler::kick(destination& d) {
+    if (_stopping || d.ready.empty()) return;
+    // Wake idle connections first, then open new ones up to the cap.
+    size_t want = d.ready.size();
+    while (want > 0 && !d.idle.empty()) {
+        d.idle.back()->wake();
+        d.idle.pop_back();
         --want;
     }
-    while (want > 0 && _connections < _cfg->relay.pool_size) {
-        ++_connections;
+    while (want > 0 && d.connections < d.limits.max_connections) {
+        ++d.connections;
         _shard.hold();
-        engine::spawn(connection_loop());
+        engine::spawn(connection_loop(d));
         --want;
     }
 }
 
 void relay_scheduler::stop() {
     _stopping = true;
-    for (auto* s : _idle) s->wake();
-    _idle.clear();
+    for (auto& [key, d] : _destinations) {
+        for (auto* s : d->idle) s->wake();
+        d->idle.clear();
+    }
     if (_timer) _timer->wake();
 }
 
@@ -113,10 +358,10 @@ engine::task<void> relay_scheduler::timer_loop() {
     while (!_stopping) {
         int64_t now = unix_now();
         while (!_deferred.empty() && _deferred.begin()->first <= now) {
-            _ready.push_back(_deferred.begin()->second);
+            _waiting.push_back(_deferred.begin()->second);
             _deferred.erase(_deferred.begin());
         }
-        kick();
+        activate_waiting();
         engine::sleep_op tick(std::chrono::milliseconds(1000));
         _timer = &tick;
         co_await tick;
@@ -125,123 +370,156 @@ engine::task<void> relay_scheduler::timer_loop() {
     _shard.release();
 }
 
-engine::task<void> relay_scheduler::connection_loop() {
-    auto cfg = _cfg;  // one configuration for the connection's life
-    client c(*cfg, *cfg->relay.smarthost);
-    _clients.push_back(&c);
-    bool ok = co_await c.open();
-    if (!ok) {
-        // The destination is down: every ready message waits for its next
-        // attempt instead of each trying (and failing) a connection of its own.
-        log::warning("relay {}: {}", c.peer_name(), c.last_error());
-        std::deque<uint64_t> ids;
-        ids.swap(_ready);
-        for (uint64_t id : ids) co_await defer_without_attempt(id, c.last_error());
+// Tries the destination's hosts in order, each address in order (IPv6, then
+// IPv4), until one greets; nullptr when none did.
+engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d) {
+    std::string errors;
+    auto hosts = d.hosts;  // the list may be replaced while we wait
+    for (const auto& h : hosts) {
+        for (const auto& a : h.addresses) {
+            if (_stopping) co_return nullptr;
+            auto c = std::make_unique<client>(*_cfg, a);
+            if (h.name != a.host_string()) c->set_peer_name(fmt::format("{}[{}]:{}", h.name, a.host_string(), a.port()));
+            _clients.push_back(c.get());
+            bool ok = co_await c->open();
+            _clients.erase(std::find(_clients.begin(), _clients.end(), c.get()));
+            if (ok) co_return c;
+            log::info("delivery to {}: {}", d.key, c->last_error());
+            d.pause_reason = c->last_error();
+        }
+    }
+    if (hosts.empty()) d.pause_reason = "no address to connect to";
+    co_return nullptr;
+}
+
+engine::task<void> relay_scheduler::connection_loop(destination& d) {
+    int64_t wait_ms = d.connection_rate.take(steady_us());
+    while (wait_ms > 0 && !_stopping) {
+        engine::sleep_op pace{std::chrono::milliseconds(wait_ms)};
+        co_await pace;
+        wait_ms = d.connection_rate.take(steady_us());
+    }
+    std::unique_ptr<client> c;
+    if (!_stopping) {
+        std::unique_ptr<client> opened = co_await connect(d);
+        c = std::move(opened);
+    }
+    if (!c) {
+        if (!_stopping) {
+            // Every host failed: pause the destination (growing intervals) and
+            // defer what waits for it, rather than each job trying on its own.
+            d.failures += 1;
+            auto base = std::chrono::duration_cast<std::chrono::microseconds>(_cfg->delivery.backoff_min).count();
+            auto cap = std::chrono::duration_cast<std::chrono::microseconds>(_cfg->delivery.backoff_max).count();
+            int64_t pause = base;
+            for (unsigned i = 1; i < d.failures && pause < cap; ++i) pause *= 2;
+            pause = std::min(pause, cap);
+            d.paused_until_us = steady_us() + pause;
+            log::warning("destination {} paused for {} s: {}", d.key, pause / 1'000'000, d.pause_reason);
+            std::deque<delivery_job> jobs;
+            jobs.swap(d.ready);
+            std::string why = d.pause_reason;
+            for (auto& job : jobs) co_await fail_job(std::move(job), 0, why);
+        }
     } else {
+        d.failures = 0;
+        _clients.push_back(c.get());
         // Idle time is counted from the last message: being woken for work
-        // that another connection took first does not restart the clock, and
-        // does not close the connection either (that churn cost a connect and
-        // a close per message under load).
+        // that another connection took first does not restart the clock.
         auto idle_since = std::chrono::steady_clock::now();
-        while (!_stopping) {
-            if (_ready.empty()) {
-                auto left = cfg->relay.idle_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                          std::chrono::steady_clock::now() - idle_since);
+        unsigned sent = 0;
+        while (!_stopping && sent < d.limits.max_messages_per_connection) {
+            if (d.ready.empty()) {
+                auto left = _cfg->relay.idle_timeout - std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                           std::chrono::steady_clock::now() - idle_since);
                 if (left.count() <= 0) break;
                 engine::sleep_op wait(left);
-                _idle.push_back(&wait);
+                d.idle.push_back(&wait);
                 co_await wait;
-                auto it = std::find(_idle.begin(), _idle.end(), &wait);
-                if (it != _idle.end()) _idle.erase(it);
+                auto it = std::find(d.idle.begin(), d.idle.end(), &wait);
+                if (it != d.idle.end()) d.idle.erase(it);
                 continue;
             }
-            uint64_t id = _ready.front();
-            _ready.pop_front();
-            if (!co_await deliver(c, id)) break;
+            int64_t pace_ms = d.message_rate.take(steady_us());
+            if (pace_ms > 0) {
+                engine::sleep_op pace{std::chrono::milliseconds(pace_ms)};
+                co_await pace;
+                continue;
+            }
+            delivery_job job = std::move(d.ready.front());
+            d.ready.pop_front();
+            ++sent;
+            bool reusable = co_await deliver(*c, std::move(job));
+            if (!reusable) break;
             idle_since = std::chrono::steady_clock::now();
         }
-        co_await c.quit();
+        co_await c->quit();
+        _clients.erase(std::find(_clients.begin(), _clients.end(), c.get()));
     }
-    _clients.erase(std::find(_clients.begin(), _clients.end(), &c));
-    --_connections;
+    --d.connections;
     _shard.release();
-    if (!_ready.empty()) kick();
+    if (!d.ready.empty()) kick(d);
+    else maybe_forget(d);
 }
 
-// Connection failed before the message was tried: count the attempt, keep
-// every recipient pending (or expire it), schedule the retry.
-engine::task<void> relay_scheduler::defer_without_attempt(uint64_t id, std::string why) {
-    auto view = _spool.begin_read();
-    if (!view) {
-        schedule(id, unix_now() + 60);
-        co_return;
-    }
-    auto rec = view->envelope_record(id);
-    auto body = view->body(id);
-    if (!rec || !body) co_return;  // gone (removed meanwhile)
-    auto decoded = store::decode(*rec);
-    if (!decoded) co_return;
-    store::envelope env = std::move(*decoded);
+// An unused destination is dropped, unless it is paused (the pause must last).
+void relay_scheduler::maybe_forget(destination& d) {
+    if (d.connections != 0 || !d.ready.empty() || d.paused(steady_us())) return;
+    _destinations.erase(d.key);
+}
+
+engine::task<void> relay_scheduler::fail_job(delivery_job job, int code, std::string reply) {
     std::vector<rcpt_result> results;
-    for (size_t i = 0; i < env.recipients.size(); ++i)
-        if (env.recipients[i].state == store::rcpt_state::pending) results.push_back({i, 0, why});
-    std::optional<store::read_view> holder(std::move(*view));
-    co_await record_attempt(id, env, results, "none", holder, *body);
+    results.reserve(job.recipients.size());
+    for (size_t i : job.recipients) results.push_back({i, code, reply});
+    co_await finish_job(job.id, std::move(results), "none", std::nullopt, {});
 }
 
-engine::task<bool> relay_scheduler::deliver(client& c, uint64_t id) {
-    auto qid = store::to_hex(id);
+engine::task<bool> relay_scheduler::deliver(client& c, delivery_job job) {
+    auto it = _active.find(job.id);
+    if (it == _active.end()) co_return true;
+    const store::envelope& env = it->second.env;  // stable: erased only after this job finishes
     auto view = _spool.begin_read();
-    if (!view) {
-        log::error("{}: cannot read the queue: {}", qid.view(), store::to_string(view.error()));
-        schedule(id, unix_now() + 60);
+    std::optional<std::string_view> body;
+    if (view) {
+        auto b = view->body(job.id);
+        if (b) body = *b;
+    }
+    if (!body) {
+        // Removed meanwhile: nothing to record (an update would recreate it).
+        log::warning("{}: not in the queue any more", store::to_hex(job.id).view());
+        if (--it->second.outstanding == 0) _active.erase(it);
         co_return true;
     }
-    auto rec = view->envelope_record(id);
-    auto body = view->body(id);
-    if (!rec || !body) {
-        log::warning("{}: not in the queue any more", qid.view());
-        co_return true;
-    }
-    auto decoded = store::decode(*rec);
-    if (!decoded) {
-        log::error("{}: unreadable queue record ({})", qid.view(), store::to_string(decoded.error()));
-        co_return true;
-    }
-    store::envelope env = std::move(*decoded);
-
-    std::vector<size_t> todo;
-    for (size_t i = 0; i < env.recipients.size(); ++i)
-        if (env.recipients[i].state == store::rcpt_state::pending) todo.push_back(i);
-
     // The body is sent straight from the map: the read view stays open until
     // the send is done (and the DSN, if any, is built).
     std::vector<delivery_outcome> outcomes;
-    bool reusable = co_await c.deliver(outbound_message{&env, todo, *body}, outcomes);
-
+    bool reusable = co_await c.deliver(outbound_message{&env, job.recipients, *body}, outcomes);
     std::vector<rcpt_result> results;
-    results.reserve(todo.size());
-    for (size_t k = 0; k < todo.size(); ++k) {
+    results.reserve(job.recipients.size());
+    for (size_t k = 0; k < job.recipients.size(); ++k) {
         const auto& o = outcomes[k];
-        results.push_back({todo[k], o.code,
+        results.push_back({job.recipients[k], o.code,
                            o.code != 0 ? o.reply : (c.last_error().empty() ? "lost connection" : c.last_error())});
     }
     std::optional<store::read_view> holder(std::move(*view));
-    co_await record_attempt(id, env, results, c.peer_name(), holder, *body);
+    co_await finish_job(job.id, std::move(results), c.peer_name(), std::move(holder), *body);
     co_return reusable;
 }
 
-engine::task<void> relay_scheduler::record_attempt(uint64_t id, store::envelope& env,
-                                                   std::vector<rcpt_result>& results, std::string relay,
-                                                   std::optional<store::read_view>& view, std::string_view body) {
+engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_result> results, std::string relay,
+                                               std::optional<store::read_view> view, std::string_view body) {
+    auto it = _active.find(id);
+    if (it == _active.end()) co_return;
+    message_state& st = it->second;
+    store::envelope& env = st.env;
     auto qid = store::to_hex(id);
     int64_t now = unix_now();
     int64_t delay = now - env.received_at;
-    env.attempts += 1;
     auto policy = policy_of(*_cfg);
     bool is_expired = store::expired(policy, env.received_at, now);
     std::vector<dsn_recipient> report;
-    size_t still_pending = 0;
+    bool settled = false;  // some recipient delivered or failed for good
     for (const auto& r : results) {
         auto& rc = env.recipients[r.index];
         rc.last_reply = r.reply;
@@ -249,20 +527,23 @@ engine::task<void> relay_scheduler::record_attempt(uint64_t id, store::envelope&
         auto said = log::escaped(r.reply, 512);
         if (r.code / 100 == 2) {
             rc.state = store::rcpt_state::delivered;
+            settled = true;
             log::info("{}: to=<{}> relay={} delay={} status=sent ({})", qid.view(), to, relay, delay, said);
             continue;
         }
         if (r.code / 100 == 5 || is_expired) {
             rc.state = store::rcpt_state::failed;
+            settled = true;
             bool permanent = r.code / 100 == 5;
             log::info("{}: to=<{}> relay={} delay={} status={} ({})", qid.view(), to, relay, delay,
                       permanent ? "bounced" : "expired, returned to sender", said);
             if (should_bounce(env, rc))
-                report.push_back(dsn_recipient{rc.address, rc.orcpt, relay == "none" ? std::string_view() : std::string_view(relay), rc.last_reply,
+                report.push_back(dsn_recipient{rc.address, rc.orcpt,
+                                               relay == "none" ? std::string_view() : std::string_view(relay),
+                                               rc.last_reply,
                                                permanent ? dsn_failure::permanent : dsn_failure::expired});
             continue;
         }
-        ++still_pending;
         env.last_error = r.reply;
         log::info("{}: to=<{}> relay={} delay={} status=deferred ({})", qid.view(), to, relay, delay, said);
     }
@@ -272,6 +553,14 @@ engine::task<void> relay_scheduler::record_attempt(uint64_t id, store::envelope&
     std::string dsn;
     uint64_t dsn_id = 0;
     if (!report.empty()) {
+        if (!view) {
+            auto opened = _spool.begin_read();
+            if (opened) {
+                auto b = opened->body(id);
+                if (b) body = *b;
+                view.emplace(std::move(*opened));
+            }
+        }
         dsn_id = _ids.next(unix_now_us());
         dsn = build_dsn(dsn_input{_cfg->server.hostname, env, report, body, now, dsn_id,
                                   dsn_default_max_attached_bytes});
@@ -301,19 +590,38 @@ engine::task<void> relay_scheduler::record_attempt(uint64_t id, store::envelope&
         }
     }
 
+    // `st` stays valid until this job is counted out below.
+    message_state& state = _active.find(id)->second;
+    if (--state.outstanding > 0) {
+        // Other jobs of this message are still out: record what settled now,
+        // so a crash does not deliver (or bounce) it twice.
+        if (!settled) co_return;
+        std::string record;
+        store::encode(state.env, record);
+        auto r = co_await _commit.commit(store::spool_op{store::spool_op::kind::update, id, record, {}});
+        if (!r) log::error("{}: cannot record the delivery outcome: {}", qid.view(), store::to_string(r.error()));
+        co_return;
+    }
+    // The message's last job: remove it, or count the attempt and reschedule.
+    store::envelope done = std::move(state.env);
+    _active.erase(id);
+    bool pending = std::any_of(done.recipients.begin(), done.recipients.end(),
+                               [](const store::recipient& rc) { return rc.state == store::rcpt_state::pending; });
+    done.attempts += 1;
     result<void, store::spool_error> r{};
-    if (still_pending == 0) {
+    if (!pending) {
         r = co_await _commit.commit(store::spool_op{store::spool_op::kind::remove, id, {}, {}});
         if (r) log::info("{}: removed", qid.view());
     } else {
         std::uniform_real_distribution<double> u(0.0, 1.0);
-        env.next_attempt = now + store::next_delay(policy, env.attempts, u(_rng)).count();
+        done.next_attempt = now + store::next_delay(policy, done.attempts, u(_rng)).count();
         std::string record;
-        store::encode(env, record);
+        store::encode(done, record);
         r = co_await _commit.commit(store::spool_op{store::spool_op::kind::update, id, record, {}});
-        schedule(id, env.next_attempt);
+        _deferred.emplace(done.next_attempt, id);
     }
     if (!r) log::error("{}: cannot record the delivery outcome: {}", qid.view(), store::to_string(r.error()));
+    activate_waiting();
 }
 
 }  // namespace ringmail::smtp

@@ -1,33 +1,47 @@
-// relay_scheduler: one shard's delivery queue towards the smarthost.
+// relay_scheduler: one shard's delivery, to the smarthost or by MX.
 //
 // Contracts:
-// - Owns scheduling only; the message itself stays in the spool. A message id
-//   is either ready (waiting for a connection), in flight (one connection
-//   owns it), or deferred (due at a time); every id the shard's spool holds
-//   is in exactly one of those after start().
-// - Outcomes are recorded through the group commit before the next attempt:
-//   all recipients done → removed; some temporary failures → envelope
-//   updated with attempts, next attempt (exponential back-off with jitter)
-//   and last error; permanent failures or expiry → a DSN (RFC 3464) queued
-//   to the sender, never to the null sender <>.
-// - Connections are pooled per destination (relay.pool_size) and reused
-//   while there is work; an idle connection closes after relay.idle_timeout.
+// - Owns scheduling only; the message itself stays in the spool. A queued
+//   message id is waiting (to be activated), active (its envelope in memory,
+//   jobs routed or in flight), or deferred (due at a time); every id the
+//   shard's spool holds is in exactly one of those after start(). At most
+//   `active_limit` messages are active, so memory does not grow with the queue.
+// - Routing: with relay.smarthost set, one job per message (all pending
+//   recipients) to the smarthost destination. Otherwise pending recipients
+//   are grouped by domain; each domain is resolved (MX, then A/AAAA, through
+//   the shard's DNS cache) to a destination, and split into transactions of
+//   at most the destination's max_recipients. Null MX bounces with
+//   556 5.1.10, a non-existent domain with 550 5.1.2; a DNS failure defers.
+// - Destinations (destination.h) have their own connection cap, messages per
+//   connection, message and connection rates, and pause after every host
+//   failed (growing from delivery.backoff_min to backoff_max); jobs for a
+//   paused destination are deferred at once without a connection. Scheduling
+//   work per message is O(1) amortised: no scans of the queue.
+// - Outcomes are recorded through the group commit: each finished job updates
+//   the envelope (delivered/failed recipients) so a crash never delivers them
+//   again; when the message's last job is done it is removed, or rescheduled
+//   (exponential back-off with jitter); permanent failures and expiry queue a
+//   DSN (RFC 3464) to the sender, never to the null sender <>.
 // - Shard thread only. flush() and reload come in through shard::post().
 #pragma once
 
 #include <cstdint>
 #include <deque>
 #include <map>
-#include <optional>
-#include <string>
 #include <memory>
+#include <optional>
 #include <random>
+#include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "engine/config.h"
+#include "engine/dns_cache.h"
+#include "engine/dns_resolver.h"
 #include "engine/io.h"
 #include "engine/shard.h"
 #include "engine/task.h"
+#include "protocols/smtp/destination.h"
 #include "store/envelope.h"
 #include "store/group_commit.h"
 #include "store/queue_id.h"
@@ -41,39 +55,60 @@ class relay_scheduler {
 public:
     relay_scheduler(engine::shard& shard, std::shared_ptr<const config> cfg, store::spool& spool,
                     store::group_commit& commit, store::queue_id_generator& ids);
+    ~relay_scheduler();
 
     // Loads every queued message from the spool and starts the timer.
     void start();
     // A freshly committed message: deliver as soon as a connection is free.
     void enqueue(uint64_t id);
-    // Makes every deferred message due now (ringmailctl queue flush).
+    // Makes every deferred message due now and ends destination pauses
+    // (ringmailctl queue flush).
     void flush();
-    void set_config(std::shared_ptr<const config> cfg) { _cfg = std::move(cfg); }
+    void set_config(std::shared_ptr<const config> cfg);
     // Shutdown: no new deliveries; idle connections quit; force() cuts the rest.
     void stop();
     void force_stop();
 
-    size_t ready_count() const { return _ready.size(); }
+    size_t active_count() const { return _active.size(); }
     size_t deferred_count() const { return _deferred.size(); }
+    size_t destination_count() const { return _destinations.size(); }
+
+    static constexpr size_t active_limit = 20'000;
 
 private:
-    engine::task<void> timer_loop();
-    engine::task<void> connection_loop();
-    // One recipient's result of an attempt: code 0 means no answer (temporary).
+    struct message_state {
+        store::envelope env;
+        unsigned outstanding = 0;  // jobs routed or in flight
+    };
+    // One recipient's result: code 0 means no answer (temporary).
     struct rcpt_result {
         size_t index;
         int code;
         std::string reply;
     };
-    engine::task<bool> deliver(client& c, uint64_t id);
-    engine::task<void> defer_without_attempt(uint64_t id, std::string why);
-    // Applies the results to the envelope, bounces what failed (DSN), and
-    // records the outcome durably; ends `view` once the body is no longer needed.
-    engine::task<void> record_attempt(uint64_t id, store::envelope& env, std::vector<rcpt_result>& results,
-                                      std::string relay, std::optional<store::read_view>& view,
-                                      std::string_view body);
-    void kick();
+
     void schedule(uint64_t id, int64_t due);
+    void activate_waiting();
+    void activate(uint64_t id);
+    engine::task<void> route(uint64_t id, std::string domain, std::vector<size_t> recipients);
+    engine::task<engine::dns::route> resolve(const std::string& domain);
+    destination& destination_for(const engine::dns::route& r, std::string_view domain);
+    destination& smarthost_destination();
+    void push_job(destination& d, delivery_job job);
+    void kick(destination& d);
+    engine::task<void> timer_loop();
+    engine::task<void> connection_loop(destination& d);
+    engine::task<std::unique_ptr<client>> connect(destination& d);
+    engine::task<bool> deliver(client& c, delivery_job job);
+    // Every recipient of `job` gets the same result (no connection, DNS, pause).
+    engine::task<void> fail_job(delivery_job job, int code, std::string reply);
+    // Applies a job's results to the message, bounces what failed (DSN),
+    // records the outcome durably; ends `view` once the body is not needed.
+    // When it was the message's last job, removes or reschedules it.
+    engine::task<void> finish_job(uint64_t id, std::vector<rcpt_result> results, std::string relay,
+                                  std::optional<store::read_view> view, std::string_view body);
+    void maybe_forget(destination& d);
+    engine::dns::cache* dns();
 
     engine::shard& _shard;
     std::shared_ptr<const config> _cfg;
@@ -81,11 +116,14 @@ private:
     store::group_commit& _commit;
     store::queue_id_generator& _ids;
 
-    std::deque<uint64_t> _ready;
-    std::multimap<int64_t, uint64_t> _deferred;  // due (unix s) → id
-    unsigned _connections = 0;
-    std::vector<engine::sleep_op*> _idle;        // connections waiting for work
-    std::vector<client*> _clients;               // open connections, for force_stop
+    std::deque<uint64_t> _waiting;                        // due, not yet active
+    std::unordered_map<uint64_t, message_state> _active;
+    std::multimap<int64_t, uint64_t> _deferred;           // due (unix s) → id
+    std::unordered_map<std::string, std::unique_ptr<destination>> _destinations;
+    std::vector<client*> _clients;                        // open connections, for force_stop
+    std::unique_ptr<engine::dns::resolver> _resolver;
+    std::unique_ptr<engine::dns::cache> _dns;
+    bool _dns_failed = false;
     engine::sleep_op* _timer = nullptr;
     bool _stopping = false;
     std::mt19937_64 _rng;

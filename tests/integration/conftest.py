@@ -81,6 +81,7 @@ def default_config(data_dir: Path, port: int, smarthost: str) -> dict:
         "listener": [{"protocol": "smtp", "address": f"127.0.0.1:{port}"}],
         "relay": {"smarthost": smarthost, "allow_networks": ["127.0.0.0/8"], "pool_size": 4},
         "queue": {"min_backoff": "1s", "max_backoff": "2s", "max_age": "5d"},
+        "delivery": {"backoff_min": "1s", "backoff_max": "2s"},
         "smtp": {"message_size_limit": "20MiB", "max_recipients": 100},
     }
 

@@ -9,7 +9,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <mimalloc-new-delete.h>  // route operator new/delete to mimalloc
+// Route operator new/delete to mimalloc, except under AddressSanitizer,
+// which must see every allocation to find heap errors.
+#if !defined(__SANITIZE_ADDRESS__)
+#include <mimalloc-new-delete.h>
+#endif
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
@@ -153,7 +157,10 @@ int main(int argc, char** argv) {
     for (const auto& l : bound) log::info("listening {} on {}", to_string(l.protocol), l.address.to_string());
     log::info("ringmaild {} ready: {} shards, data_dir {}, {}", RINGMAIL_VERSION, nshards, cfg->server.data_dir,
               cfg->relay.smarthost ? "smarthost " + cfg->relay.smarthost->to_string()
-                                   : std::string("no smarthost (MX delivery is not implemented yet: mail stays queued)"));
+                                   : fmt::format("MX delivery (DNS {}, port {})",
+                                                 cfg->dns.servers.empty() ? std::string("from /etc/resolv.conf")
+                                                                          : cfg->dns.servers.front().to_string(),
+                                                 cfg->delivery.smtp_port));
 
     for (;;) {
         siginfo_t info{};

@@ -416,5 +416,65 @@ TEST(config, restart_required_changes)
     EXPECT_TRUE(reloadable_changes(base, restart).empty());
 }
 
+TEST(config, delivery_dns_and_shaping)
+{
+    const config d = load_config_string(default_config_toml, "default");
+    EXPECT_EQ(d.delivery.smtp_port, 25);
+    EXPECT_EQ(d.delivery.limits.max_connections, 20u);
+    EXPECT_EQ(d.delivery.limits.max_recipients, 50u);
+    EXPECT_TRUE(d.delivery.limits.message_rate.unlimited());
+    EXPECT_TRUE(d.dns.servers.empty());
+    EXPECT_TRUE(d.shaping.empty());
+
+    config c = load_config_string(with_listener(R"(
+[delivery]
+smtp_port = 2525
+max_connections = 4
+message_rate = "100/s"
+connection_rate = "5000/h"
+
+[dns]
+servers = ["127.0.0.1:5353", "[::1]:53"]
+min_ttl = "10s"
+
+[[shaping]]
+domain = "Gmail.com"
+max_connections = 2
+
+[[shaping]]
+mx = "*.google.com"
+message_rate = "10/m"
+)"),
+                                  "test.toml");
+    EXPECT_EQ(c.delivery.smtp_port, 2525);
+    EXPECT_EQ(c.delivery.limits.max_connections, 4u);
+    EXPECT_EQ(c.delivery.limits.message_rate, (rate_limit{100, 1000ms}));
+    EXPECT_EQ(c.delivery.limits.connection_rate, (rate_limit{5000, 3'600'000ms}));
+    ASSERT_EQ(c.dns.servers.size(), 2u);
+    EXPECT_EQ(c.dns.servers[0].to_string(), "127.0.0.1:5353");
+    EXPECT_EQ(c.dns.servers[1].to_string(), "[::1]:53");
+    EXPECT_EQ(c.dns.min_ttl, 10s);
+    ASSERT_EQ(c.shaping.size(), 2u);
+    EXPECT_EQ(c.shaping[0].domain, "gmail.com");
+    EXPECT_EQ(c.shaping[0].limits.max_connections, 2u);
+    EXPECT_EQ(c.shaping[0].limits.message_rate, c.delivery.limits.message_rate);  // inherited
+    EXPECT_EQ(c.shaping[1].mx, "*.google.com");
+    EXPECT_EQ(c.shaping[1].limits.message_rate, (rate_limit{10, 60'000ms}));
+    EXPECT_EQ(c.shaping[1].limits.max_connections, 4u);
+
+    EXPECT_CONFIG_ERROR(with_listener("[delivery]\nmessage_rate = \"100/week\"\n"),
+                        "test.toml:5:16: key 'delivery.message_rate': expected a rate such as");
+    EXPECT_CONFIG_ERROR(with_listener("[delivery]\nsmtp_port = 0\n"), "key 'delivery.smtp_port': must be between 1");
+    EXPECT_CONFIG_ERROR(with_listener("[dns]\nservers = [\"dns.example:53\"]\n"), "key 'dns.servers[0]'");
+    EXPECT_CONFIG_ERROR(with_listener("[[shaping]]\nmax_connections = 2\n"), "set exactly one of `domain`");
+    EXPECT_CONFIG_ERROR(with_listener("[[shaping]]\nmx = \"bad host\"\n"), "key 'shaping[0].mx'");
+    EXPECT_CONFIG_ERROR(with_listener("[[shaping]]\ndomain = \"a.test\"\nmax_conections = 2\n"),
+                        "key 'shaping[0].max_conections': unknown key");
+    EXPECT_EQ(parse_rate(""), rate_limit{});
+    EXPECT_FALSE(parse_rate("5"));
+    EXPECT_FALSE(parse_rate("/s"));
+    EXPECT_FALSE(parse_rate("-1/s"));
+}
+
 }  // namespace
 }  // namespace ringmail

@@ -1,0 +1,258 @@
+"""MX delivery (no smarthost): ringmaild resolves recipient domains through a real DNS
+server on loopback (dnslib, tests/integration/dns_server.py) and delivers to recording
+sinks on 127.0.0.x (and ::1) that share one port, `[delivery] smtp_port`."""
+from __future__ import annotations
+
+import re
+import time
+
+import pytest
+
+from conftest import RawSMTP, make_message, queue_id_of, unique
+from mx_world import has_ipv6_loopback
+
+SENDER = "alice@origin.test"
+
+
+def submit(d, rcpts, sender: str = SENDER, msgid: str | None = None, body: bytes = b"hello\r\n") -> str:
+    msgid = msgid or unique("mx")
+    with RawSMTP(d.host, d.port) as c:
+        c.ehlo()
+        assert c.cmd(f"MAIL FROM:<{sender}>").code == 250
+        for rc in rcpts:
+            r = c.cmd(f"RCPT TO:<{rc}>")
+            assert r.code == 250, r
+        assert c.cmd("DATA").code == 354
+        c.send(make_message(msgid, "mx test", body, sender=sender) + b".\r\n")
+        r = c.reply()
+        assert r.code == 250, r
+        c.cmd("QUIT")
+        return queue_id_of(r.text)
+
+
+def origin(w):
+    """origin.test, the senders' domain: bounces land on its sink (127.0.0.2)."""
+    w.add_mx("origin.test", 10, "mx.origin.test", "127.0.0.2")
+    return w.sink("127.0.0.2")
+
+
+def dsns(sink):
+    return [m for m in sink.snapshot() if m.mail_from == ""
+            and "multipart/report" in (m.header("Content-Type") or "")]
+
+
+def test_each_domain_goes_to_its_own_mx(start_daemon, mx_world):
+    w = mx_world
+    w.add_mx("a.test", 10, "mx.a.test", "127.0.0.3")
+    w.add_mx("b.test", 10, "mx.b.test", "127.0.0.4")
+    sa, sb = w.sink("127.0.0.3"), w.sink("127.0.0.4")
+    d = start_daemon("", config=w.config)
+    qid = submit(d, ["x@a.test", "y@A.test", "z@b.test"])
+    ma = sa.wait_count(1, 20)
+    mb = sb.wait_count(1, 20)
+    # Two recipients at one domain: one transaction; the other domain separately.
+    assert sorted(ma[0].rcpt_tos) == ["x@a.test", "y@A.test"]
+    assert mb[0].rcpt_tos == ["z@b.test"]
+    d.wait_log(rf"{qid}: removed")
+    assert re.search(rf"{qid}: to=<x@a\.test> relay=mx\.a\.test\[127\.0\.0\.3\]:{w.port} .*status=sent", d.log())
+    d.wait_queue_empty(10)
+    time.sleep(0.5)
+    assert len(sa.snapshot()) == 1 and len(sb.snapshot()) == 1  # no duplicates
+
+
+def test_dead_primary_falls_to_secondary(start_daemon, mx_world):
+    w = mx_world
+    w.add_mx("c.test", 10, "mx1.c.test", "127.0.0.5")
+    w.add_mx("c.test", 20, "mx2.c.test", "127.0.0.6")
+    w.sink("127.0.0.5", behaviour="dead")
+    s2 = w.sink("127.0.0.6")
+    d = start_daemon("", config=w.config)
+    qid = submit(d, ["u@c.test"])
+    s2.wait_count(1, 20)
+    d.wait_log(rf"{qid}: to=<u@c\.test> relay=mx2\.c\.test\[127\.0\.0\.6\].*status=sent")
+    assert re.search(r"connect to mx1\.c\.test\[127\.0\.0\.5\]:\d+: Connection refused", d.log())
+
+
+def test_no_mx_falls_back_to_address(start_daemon, mx_world):
+    w = mx_world
+    w.dns.set_zone("nomx.test", [("A", "127.0.0.7")])
+    s = w.sink("127.0.0.7")
+    d = start_daemon("", config=w.config)
+    submit(d, ["v@nomx.test"])
+    assert s.wait_count(1, 20)[0].rcpt_tos == ["v@nomx.test"]
+    assert ("nomx.test", "MX") in w.dns.queries
+
+
+def test_null_mx_bounces_556(start_daemon, mx_world):
+    w = mx_world
+    home = origin(w)
+    w.dns.set_zone("nullmx.test", [("MX", 0, ".")])
+    d = start_daemon("", config=w.config)
+    qid = submit(d, ["n@nullmx.test"])
+    d.wait_log(rf"{qid}: to=<n@nullmx\.test> relay=none .*status=bounced \(556 5\.1\.10")
+    home.wait_for(lambda ms: dsns(home), 20, "a DSN to the sender")
+    report = dsns(home)[0]
+    assert report.rcpt_tos == [SENDER]
+    assert b"5.1.10" in report.data and b"n@nullmx.test" in report.data
+    d.wait_queue_empty(10)
+
+
+def test_nxdomain_bounces(start_daemon, mx_world):
+    w = mx_world
+    home = origin(w)
+    d = start_daemon("", config=w.config)
+    qid = submit(d, ["n@nosuch.test"])
+    d.wait_log(rf"{qid}: to=<n@nosuch\.test> relay=none .*status=bounced \(550 5\.1\.2")
+    home.wait_for(lambda ms: dsns(home), 20, "a DSN to the sender")
+    assert b"5.1.2" in dsns(home)[0].data
+    d.wait_queue_empty(10)
+
+
+def test_servfail_and_silent_dns_defer(start_daemon, mx_world):
+    w = mx_world
+    home = origin(w)
+    w.dns.set_servfail("broken.test")
+    w.dns.set_silent("blackhole.test")
+    d = start_daemon("", config=w.daemon_config({"dns": {"timeout": "300ms", "tries": 1},
+                                                 "queue": {"min_backoff": "1h", "max_backoff": "1h"}}))
+    q1 = submit(d, ["s@broken.test"])
+    q2 = submit(d, ["t@blackhole.test"])
+    d.wait_log(rf"{q1}: to=<s@broken\.test> relay=none .*status=deferred \(451 4\.4\.3")
+    d.wait_log(rf"{q2}: to=<t@blackhole\.test> relay=none .*status=deferred \(451 4\.4\.3")
+    doc = d.queue_json()
+    assert {m["id"] for m in doc["messages"]} >= {q1, q2}
+    time.sleep(0.5)
+    assert dsns(home) == []  # temporary: no bounce
+
+
+def test_dns_answers_are_cached(start_daemon, mx_world):
+    w = mx_world
+    w.add_mx("cached.test", 10, "mx.cached.test", "127.0.0.8")
+    s = w.sink("127.0.0.8")
+    d = start_daemon("", config=w.daemon_config({"server": {"shards": 1}}))
+    for _ in range(5):
+        submit(d, ["c@cached.test"])
+    s.wait_count(5, 20)
+    assert len(w.dns.queries_for("cached.test", "MX")) == 1, w.dns.queries
+
+
+def test_connection_cap_per_destination(start_daemon, mx_world):
+    """[[shaping]] caps capped.test at 2 connections; others use [delivery]'s 3."""
+    w = mx_world
+    w.add_mx("capped.test", 10, "mx.capped.test", "127.0.0.9")
+    w.add_mx("wide.test", 10, "mx.wide.test", "127.0.0.10")
+    capped, wide = w.sink("127.0.0.9"), w.sink("127.0.0.10")
+    capped.data_delay = wide.data_delay = 0.2
+    d = start_daemon("", config=w.daemon_config({
+        "server": {"shards": 1},
+        "delivery": {"max_connections": 3},
+        "shaping": [{"domain": "capped.test", "max_connections": 2}]}))
+    for _ in range(12):
+        submit(d, ["r@capped.test"])
+        submit(d, ["r@wide.test"])
+    capped.wait_count(12, 60)
+    wide.wait_count(12, 60)
+    assert capped.max_connections == 2, w.describe()
+    assert wide.max_connections == 3, w.describe()
+
+
+def test_recipients_split_by_limit(start_daemon, mx_world):
+    w = mx_world
+    w.add_mx("many.test", 10, "mx.many.test", "127.0.0.11")
+    s = w.sink("127.0.0.11")
+    d = start_daemon("", config=w.daemon_config({"delivery": {"max_recipients": 2}}))
+    rcpts = [f"r{i}@many.test" for i in range(5)]
+    qid = submit(d, rcpts)
+    msgs = s.wait_for(lambda ms: sum(len(m.rcpt_tos) for m in ms) >= 5 and ms, 20, "5 recipients")
+    assert sorted(len(m.rcpt_tos) for m in msgs) == [1, 2, 2]
+    assert sorted(r for m in msgs for r in m.rcpt_tos) == sorted(rcpts)
+    d.wait_log(rf"{qid}: removed")
+
+
+def test_message_rate_spaces_deliveries(start_daemon, mx_world):
+    w = mx_world
+    w.add_mx("slow.test", 10, "mx.slow.test", "127.0.0.12")
+    s = w.sink("127.0.0.12")
+    d = start_daemon("", config=w.daemon_config({
+        "server": {"shards": 1},
+        "shaping": [{"mx": "*.slow.test", "message_rate": "5/s"}]}))
+    for _ in range(6):
+        submit(d, ["p@slow.test"])
+    msgs = s.wait_count(6, 30)
+    times = sorted(m.time for m in msgs)
+    # 6 messages at 5/s: at least 5 intervals of 200 ms between first and last.
+    assert times[-1] - times[0] >= 0.9, times
+
+
+def test_unreachable_destination_is_paused_while_others_flow(start_daemon, mx_world):
+    w = mx_world
+    w.add_mx("down.test", 10, "mx.down.test", "127.0.0.13")
+    w.add_mx("up.test", 10, "mx.up.test", "127.0.0.14")
+    w.sink("127.0.0.13", behaviour="dead")
+    up = w.sink("127.0.0.14")
+    d = start_daemon("", config=w.daemon_config({
+        "server": {"shards": 1},
+        "queue": {"min_backoff": "1s", "max_backoff": "1s", "jitter": 0.0},
+        "delivery": {"backoff_min": "3s", "backoff_max": "3s"}}))
+    down_ids = [submit(d, ["q@down.test"]) for _ in range(3)]
+    for _ in range(3):
+        submit(d, ["q@up.test"])
+    up.wait_count(3, 20)
+    d.wait_log(r"destination mx\.down\.test paused for 3 s")
+    # While paused, retries are deferred without a connection.
+    d.wait_log(r"status=deferred \(delivery temporarily suspended: connect to mx\.down\.test")
+    down = w.sink("127.0.0.13")  # the host comes back
+    down.wait_count(3, 30)
+    for qid in down_ids:
+        d.wait_log(rf"{qid}: removed", timeout=20)
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+def test_ipv6_mx_host(start_daemon, mx_world):
+    w = mx_world
+    w.add_mx("six.test", 10, "mx.six.test", "::1")
+    s = w.sink("::1")
+    d = start_daemon("", config=w.config)
+    qid = submit(d, ["w@six.test"])
+    s.wait_count(1, 20)
+    d.wait_log(rf"{qid}: to=<w@six\.test> relay=mx\.six\.test\[::1\]")
+
+
+def test_address_literal_needs_no_dns(start_daemon, mx_world):
+    w = mx_world
+    s = w.sink("127.0.0.15")
+    d = start_daemon("", config=w.config)
+    submit(d, ["lit@[127.0.0.15]"])
+    assert s.wait_count(1, 20)[0].rcpt_tos == ["lit@[127.0.0.15]"]
+    assert not any("127.0.0.15" in q[0] for q in w.dns.queries)
+
+
+def test_mixed_outcomes_in_one_message(start_daemon, mx_world):
+    """One message: delivered at one domain, bounced (null MX) at another, deferred at a
+    third; only the bounced one is reported, the deferred one stays queued."""
+    w = mx_world
+    home = origin(w)
+    w.add_mx("ok.test", 10, "mx.ok.test", "127.0.0.16")
+    ok = w.sink("127.0.0.16")
+    w.dns.set_zone("nullmx.test", [("MX", 0, ".")])
+    w.dns.set_servfail("broken.test")
+    d = start_daemon("", config=w.daemon_config({"queue": {"min_backoff": "1h", "max_backoff": "1h"}}))
+    qid = submit(d, ["a@ok.test", "b@nullmx.test", "c@broken.test"])
+    ok.wait_count(1, 20)
+    home.wait_for(lambda ms: dsns(home), 20, "a DSN")
+    report = dsns(home)[0].data
+    assert b"b@nullmx.test" in report and b"a@ok.test" not in report and b"c@broken.test" not in report
+    d.wait_log(rf"{qid}: to=<c@broken\.test> relay=none .*status=deferred")
+    msgs = [m for m in d.queue_json()["messages"] if m["id"] == qid]
+    assert len(msgs) == 1, d.queue_json()
+    # Restart: only the deferred recipient is left to deliver (nothing sent twice).
+    w.dns.set_servfail("broken.test", False)
+    w.add_mx("broken.test", 10, "mx.broken.test", "127.0.0.17")
+    late = w.sink("127.0.0.17")
+    d.terminate()
+    d.restart()
+    d.ctl("queue", "flush")
+    assert late.wait_count(1, 20)[0].rcpt_tos == ["c@broken.test"]
+    d.wait_log(rf"{qid}: removed")
+    time.sleep(0.5)
+    assert len(ok.snapshot()) == 1 and len(dsns(home)) == 1
