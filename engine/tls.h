@@ -107,8 +107,8 @@ public:
 
     // Client handshake. `server_name` is sent as SNI (unless it is an IP
     // literal, RFC 6066 §3) and, when the context verifies, checked against
-    // the certificate (DNS names against SAN/CN, IP literals against IP SANs).
-    // `timeout` bounds the whole handshake.
+    // the certificate (DNS names against SAN/CN, IP literals against IP SANs;
+    // an empty name checks the chain only). `timeout` bounds the whole handshake.
     task<tls_result<void>> handshake(std::string_view server_name, std::chrono::milliseconds timeout);
 
     // Sends all of `data` (or all iovecs, coalesced into full records).

@@ -67,7 +67,8 @@ struct client_options {
     // address as text.
     std::string tls_name;
     // Optional: a context to use instead of the shard's shared one
-    // (engine::tls::shared_client_context for tls_verify/tls_ca_file).
+    // (engine::tls::shared_client_context for tls_verify/tls_ca_file); its
+    // own verify and CA settings then apply.
     std::shared_ptr<engine::tls::context> tls_context;
 
     static client_options from_config(const relay_config& relay, std::string tls_name = {});
