@@ -41,6 +41,9 @@ pool_size = 16
 connect_timeout = "30s"
 command_timeout = "300s"
 idle_timeout = "5s"
+tls = "opportunistic"          # outbound STARTTLS: "opportunistic", "required" or "none"
+tls_verify = false             # true = check the certificate chain and the server name
+tls_ca_file = ""               # PEM file of trusted CAs; empty = the system CA store
 
 [delivery]                     # MX delivery (relay.smarthost empty)
 smtp_port = 25                 # port of every MX host
@@ -97,6 +100,16 @@ std::string_view to_string(listener_protocol p)
 {
     switch (p) {
     case listener_protocol::smtp: return "smtp";
+    }
+    return "unknown";
+}
+
+std::string_view to_string(tls_policy p)
+{
+    switch (p) {
+    case tls_policy::none: return "none";
+    case tls_policy::opportunistic: return "opportunistic";
+    case tls_policy::required: return "required";
     }
     return "unknown";
 }
@@ -399,6 +412,15 @@ public:
         return out;
     }
 
+    bool boolean(std::string_view key, bool fallback)
+    {
+        const toml::node* n = get(key);
+        if (!n) return fallback;
+        const auto* b = n->as_boolean();
+        if (!b) fail(*n, key, fmt::format("expected a boolean (true or false), got {}", type_name(*n)));
+        return b->get();
+    }
+
     double fraction(std::string_view key, double fallback)
     {
         const toml::node* n = get(key);
@@ -562,6 +584,23 @@ void load_relay(const loader& ld, const toml::table& root, config& c)
     c.relay.connect_timeout = s.duration("connect_timeout", milliseconds(30'000), milliseconds(1), day);
     c.relay.command_timeout = s.duration("command_timeout", milliseconds(300'000), milliseconds(1), day);
     c.relay.idle_timeout = s.duration("idle_timeout", milliseconds(5'000), milliseconds(0), day);
+
+    if (auto tls = s.string("tls")) {
+        if (*tls == "opportunistic") c.relay.tls = tls_policy::opportunistic;
+        else if (*tls == "required") c.relay.tls = tls_policy::required;
+        else if (*tls == "none") c.relay.tls = tls_policy::none;
+        else
+            s.fail(*s.table()->get("tls"), "tls",
+                   fmt::format("\"{}\" is not one of \"opportunistic\", \"required\", \"none\"", log::escaped(*tls, 40)));
+    }
+    c.relay.tls_verify = s.boolean("tls_verify", false);
+    c.relay.tls_ca_file = s.string_or("tls_ca_file", "");
+    // Checked here so that a typo is a start-up (or reload) error, not a
+    // deferral of every message; the file is read when the first TLS
+    // connection of a shard needs it.
+    if (!c.relay.tls_ca_file.empty() && ::access(c.relay.tls_ca_file.c_str(), R_OK) != 0)
+        s.fail(*s.table()->get("tls_ca_file"), "tls_ca_file",
+               fmt::format("\"{}\": {}", log::escaped(c.relay.tls_ca_file, 200), std::strerror(errno)));
     s.reject_unknown();
 }
 
@@ -792,6 +831,9 @@ void for_each_change(const config& a, const config& b, F&& emit)
     RINGMAIL_CMP(false, "shaping", shaping);
     // The resolver and its cache are made once per shard.
     RINGMAIL_CMP(true, "dns", dns);
+    RINGMAIL_CMP(false, "relay.tls", relay.tls);
+    RINGMAIL_CMP(false, "relay.tls_verify", relay.tls_verify);
+    RINGMAIL_CMP(false, "relay.tls_ca_file", relay.tls_ca_file);
     RINGMAIL_CMP(false, "smtp.max_command_bytes", smtp.max_command_bytes);
     RINGMAIL_CMP(false, "smtp.max_line_bytes", smtp.max_line_bytes);
     RINGMAIL_CMP(false, "smtp.message_size_limit", smtp.message_size_limit);

@@ -54,6 +54,16 @@ struct server_config {
     bool operator==(const server_config&) const = default;
 };
 
+// Outbound STARTTLS (RFC 3207) policy.
+//  none          - never STARTTLS.
+//  opportunistic - STARTTLS when the server offers it (RFC 7435); without
+//                  verification unless relay.tls_verify; a refused STARTTLS
+//                  or failed handshake is retried in plain text.
+//  required      - no delivery without TLS: not offered or failed = defer.
+enum class tls_policy { none, opportunistic, required };
+
+std::string_view to_string(tls_policy p);
+
 struct relay_config {
     std::optional<net::socket_address> smarthost;  // nullopt = MX delivery
     std::vector<net::cidr> allow_networks;         // default 127.0.0.0/8, ::1/128
@@ -61,6 +71,9 @@ struct relay_config {
     std::chrono::milliseconds connect_timeout{30'000};
     std::chrono::milliseconds command_timeout{300'000};
     std::chrono::milliseconds idle_timeout{5'000};
+    tls_policy tls = tls_policy::opportunistic;
+    bool tls_verify = false;                     // check the chain and the server name
+    std::string tls_ca_file;                     // PEM CAs; empty = the system CA store
     bool operator==(const relay_config&) const = default;
 };
 

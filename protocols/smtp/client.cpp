@@ -33,12 +33,30 @@ std::string one_line(std::string_view raw) {
 }
 }  // namespace
 
-client::client(const config& cfg, net::socket_address destination)
-    : _cfg(cfg), _dest(destination), _peer_name(destination.to_string()) {}
+client_options client_options::from_config(const relay_config& relay, std::string tls_name) {
+    client_options o;
+    o.tls = relay.tls;
+    o.tls_verify = relay.tls_verify;
+    o.tls_ca_file = relay.tls_ca_file;
+    o.tls_name = std::move(tls_name);
+    return o;
+}
+
+client_options client_options::without_tls() const {
+    client_options o = *this;
+    o.tls = tls_policy::none;
+    return o;
+}
+
+client::client(const config& cfg, net::socket_address destination, client_options options)
+    : _cfg(cfg), _dest(destination), _options(std::move(options)), _peer_name(destination.to_string()) {}
 
 client::~client() {
+    _tls.reset();  // before the fd it talks over
     if (_fd >= 0) ::close(_fd);
 }
+
+std::string client::tls_description() const { return _tls ? _tls->description() : std::string(); }
 
 void client::abort() {
     if (_fd < 0) return;
@@ -70,13 +88,24 @@ engine::task<client::reply> client::read_reply(bool keep_raw) {
             _in.clear();
             co_return reply{0, "malformed reply", {}};
         }
-        int n = co_await engine::async_recv(_fd, _buf, sizeof _buf, _cfg.relay.command_timeout);
+        int n = 0;
+        if (_tls) {
+            engine::tls::tls_result<size_t> got = co_await _tls->read(_buf, sizeof _buf, _cfg.relay.command_timeout);
+            if (!got) co_return reply{0, got.error().message, {}};
+            n = static_cast<int>(*got);
+        } else {
+            n = co_await engine::async_recv(_fd, _buf, sizeof _buf, _cfg.relay.command_timeout);
+        }
         if (n <= 0) co_return reply{0, n == 0 ? "connection closed" : "timeout or error", {}};
         _in.append(_buf, static_cast<size_t>(n));
     }
 }
 
 engine::task<bool> client::send_all(std::string_view data) {
+    if (_tls) {
+        engine::tls::tls_result<void> sent = co_await _tls->write(data, _cfg.relay.command_timeout);
+        co_return sent.ok();
+    }
     while (!data.empty()) {
         int n = co_await engine::async_send(_fd, data.data(), data.size(), _cfg.relay.command_timeout);
         if (n <= 0) co_return false;
@@ -92,6 +121,10 @@ engine::task<bool> client::send_body(std::string_view body) {
 }
 
 engine::task<bool> client::send_iovecs() {
+    if (_tls) {
+        engine::tls::tls_result<void> sent = co_await _tls->write(std::span<const iovec>(_iov), _cfg.relay.command_timeout);
+        co_return sent.ok();
+    }
     size_t first = 0;
     while (first < _iov.size()) {
         size_t count = std::min<size_t>(_iov.size() - first, 1024);  // IOV_MAX
@@ -132,8 +165,24 @@ engine::task<bool> client::open() {
         set_error("the initial greeting", greeting);
         co_return false;
     }
+    bool greeted = co_await ehlo();
+    if (!greeted) co_return false;
+    if (_options.tls == tls_policy::none) co_return true;
+    if (!_caps.starttls) {
+        if (_options.tls == tls_policy::required) {
+            _last_error = fmt::format("TLS is required but {} does not offer STARTTLS", _peer_name);
+            co_return false;
+        }
+        co_return true;  // opportunistic: plain text
+    }
+    bool secured = co_await starttls();
+    co_return secured;
+}
+
+engine::task<bool> client::ehlo() {
     std::string ehlo_cmd = fmt::format("EHLO {}\r\n", _cfg.server.hostname);
-    co_await send_all(ehlo_cmd);
+    bool sent = co_await send_all(ehlo_cmd);
+    (void)sent;  // a failed send shows as a missing reply
     reply ehlo = co_await read_reply(true);
     if (ehlo.code == 0) {
         set_error("EHLO", ehlo);
@@ -141,17 +190,71 @@ engine::task<bool> client::open() {
     }
     if (ehlo.code / 100 != 2) {
         std::string helo_cmd = fmt::format("HELO {}\r\n", _cfg.server.hostname);
-        co_await send_all(helo_cmd);
+        bool helo_sent = co_await send_all(helo_cmd);
+        (void)helo_sent;
         reply helo = co_await read_reply();
         if (helo.code / 100 != 2) {
             set_error("HELO", helo);
             co_return false;
         }
+        _ehlo_reply.clear();
         _caps = {};
     } else {
         _ehlo_reply = std::move(ehlo.raw);
         _caps = parse_ehlo_capabilities(_ehlo_reply);
     }
+    co_return true;
+}
+
+void client::tls_error(std::string what) {
+    _tls_failed = true;
+    _last_error = std::move(what);
+}
+
+engine::task<bool> client::starttls() {
+    bool sent = co_await send_all("STARTTLS\r\n");
+    (void)sent;
+    reply r = co_await read_reply();
+    if (r.code != 220) {
+        if (r.code == 0) tls_error(fmt::format("lost connection with {} in reply to STARTTLS", _peer_name));
+        else tls_error(fmt::format("{} said: {} (in reply to STARTTLS)", _peer_name, r.text));
+        co_return false;
+    }
+    // RFC 3207 §4.2 / CVE-2011-0411: anything received after the 220 came
+    // in the clear and must not be read as if it were protected.
+    if (!_in.empty()) {
+        tls_error(fmt::format("{} sent data in the clear after its 220 to STARTTLS", _peer_name));
+        co_return false;
+    }
+    engine::tls::context_options copts;
+    copts.verify = _options.tls_verify;
+    copts.ca_file = _options.tls_verify ? _options.tls_ca_file : std::string();
+    std::shared_ptr<engine::tls::context> ctx = _options.tls_context;
+    if (!ctx) {
+        auto shared = engine::tls::shared_client_context(copts);
+        if (!shared) {
+            tls_error(fmt::format("TLS with {}: {}", _peer_name, shared.error().message));
+            co_return false;
+        }
+        ctx = *shared;
+    }
+    auto created = engine::tls::session::create(std::move(ctx), _fd);
+    if (!created) {
+        tls_error(fmt::format("TLS with {}: {}", _peer_name, created.error().message));
+        co_return false;
+    }
+    std::unique_ptr<engine::tls::session> session = std::move(*created);
+    std::string name = _options.tls_name.empty() ? _dest.host_string() : _options.tls_name;
+    engine::tls::tls_result<void> shaken = co_await session->handshake(name, _cfg.relay.command_timeout);
+    if (!shaken) {
+        tls_error(fmt::format("TLS with {} ({}): {}", _peer_name, name, shaken.error().message));
+        co_return false;
+    }
+    _tls = std::move(session);
+    // RFC 3207 §4.2: forget what the server said before TLS; ask again.
+    _caps = {};
+    bool greeted = co_await ehlo();
+    if (!greeted) co_return false;
     co_return true;
 }
 
@@ -321,6 +424,10 @@ engine::task<void> client::quit() {
     if (sent) {
         reply bye = co_await read_reply();
         (void)bye;
+    }
+    if (_tls) {
+        co_await _tls->shutdown(_cfg.relay.command_timeout);
+        _tls.reset();
     }
     ::close(_fd);
     _fd = -1;

@@ -9,6 +9,21 @@
 //   static "." insertions: the body is never copied into a buffer. The caller
 //   keeps the body's read transaction open until deliver() returns.
 // - Every wait has a timeout (connect_timeout, command_timeout).
+// - STARTTLS (RFC 3207), per client_options::tls: after EHLO, when the
+//   server offers STARTTLS and the policy is not `none`, open() sends
+//   STARTTLS, expects 220, runs the TLS handshake (wolfSSL over the ring,
+//   engine/tls.h) and sends EHLO again, whose capabilities replace the
+//   first ones (§4.2). Bytes the server sent after its 220 in the clear are
+//   refused (a command-injection attack). From then on every command, reply
+//   and body goes through the TLS session; without TLS the plaintext path is
+//   the same as before (no extra copy, no extra call).
+//   Failure handling is the caller's:
+//     opportunistic - not offered: plain. Refused or handshake failed:
+//                     open() fails with tls_failed(); the caller may
+//                     reconnect with options.without_tls().
+//     required      - not offered, refused, handshake or verification
+//                     failed: open() fails (tls_failed() is set too); the
+//                     caller defers and never falls back.
 // - deliver() reports one outcome per recipient (the reply that decided it)
 //   and whether the connection can carry another message.
 #pragma once
@@ -19,9 +34,12 @@
 #include <string_view>
 #include <vector>
 
+#include <memory>
+
 #include "engine/config.h"
 #include "engine/net_address.h"
 #include "engine/task.h"
+#include "engine/tls.h"
 #include "protocols/smtp/reply_parser.h"
 #include "store/envelope.h"
 
@@ -38,14 +56,35 @@ struct outbound_message {
     std::string_view body;               // stored message, unstuffed, CRLF lines
 };
 
+// Per-connection choices the caller makes (the scheduler builds them from
+// [relay] with from_config()). The defaults keep the client plain.
+struct client_options {
+    tls_policy tls = tls_policy::none;
+    bool tls_verify = false;   // check the chain and tls_name (else encrypt only)
+    std::string tls_ca_file;   // PEM CAs; empty = the system CA store (when verifying)
+    // Name sent as SNI and, when verifying, matched against the certificate:
+    // the MX host name, or the smarthost address. Empty = the destination
+    // address as text.
+    std::string tls_name;
+    // Optional: a context to use instead of the shard's shared one
+    // (engine::tls::shared_client_context for tls_verify/tls_ca_file); its
+    // own verify and CA settings then apply.
+    std::shared_ptr<engine::tls::context> tls_context;
+
+    static client_options from_config(const relay_config& relay, std::string tls_name = {});
+    // The same options with TLS off: for the plain retry after tls_failed().
+    client_options without_tls() const;
+};
+
 class client {
 public:
-    client(const config& cfg, net::socket_address destination);
+    client(const config& cfg, net::socket_address destination, client_options options = {});
     ~client();
     client(const client&) = delete;
     client& operator=(const client&) = delete;
 
-    // Connect, read the greeting, EHLO (HELO fallback). False with last_error() set on failure.
+    // Connect, read the greeting, EHLO (HELO fallback), STARTTLS per the
+    // options (see above). False with last_error() set on failure.
     engine::task<bool> open();
     // Runs one mail transaction. outcomes gets one entry per message.recipients entry.
     // Returns false when the connection must not be reused.
@@ -58,6 +97,13 @@ public:
     const std::string& peer_name() const { return _peer_name; }
     // How logs and DSNs name the peer ("mx1.example.com[192.0.2.1]:25").
     void set_peer_name(std::string name) { _peer_name = std::move(name); }
+    // open() failed in STARTTLS: refused, or the TLS handshake (or the
+    // certificate check) failed. For opportunistic TLS the caller may retry
+    // with options().without_tls(); for required TLS it must defer.
+    bool tls_failed() const { return _tls_failed; }
+    // "TLSv1.3 TLS_AES_256_GCM_SHA384" when the session is encrypted, else "".
+    std::string tls_description() const;
+    const client_options& options() const { return _options; }
 
 private:
     struct reply {
@@ -66,6 +112,9 @@ private:
         std::string raw;  // the reply as received, only when asked for (EHLO)
     };
     engine::task<reply> read_reply(bool keep_raw = false);
+    engine::task<bool> ehlo();        // EHLO (HELO fallback); sets _caps
+    engine::task<bool> starttls();    // STARTTLS, 220, handshake, EHLO again
+    void tls_error(std::string what);  // sets _last_error and _tls_failed
     engine::task<bool> send_all(std::string_view data);
     engine::task<bool> send_body(std::string_view body);  // dot-stuffed, from the map
     engine::task<bool> send_iovecs();                     // all of _iov, short writes resumed
@@ -73,6 +122,9 @@ private:
 
     const config& _cfg;
     net::socket_address _dest;
+    client_options _options;
+    std::unique_ptr<engine::tls::session> _tls;  // set once the handshake succeeded
+    bool _tls_failed = false;
     std::string _peer_name;
     int _fd = -1;
     ehlo_capabilities _caps{};

@@ -58,6 +58,9 @@ TEST(config, embedded_default_loads)
     EXPECT_EQ(c.relay.connect_timeout, 30s);
     EXPECT_EQ(c.relay.command_timeout, 300s);
     EXPECT_EQ(c.relay.idle_timeout, 5s);
+    EXPECT_EQ(c.relay.tls, tls_policy::opportunistic);
+    EXPECT_FALSE(c.relay.tls_verify);
+    EXPECT_EQ(c.relay.tls_ca_file, "");
     EXPECT_EQ(c.smtp.max_command_bytes, 512u);
     EXPECT_EQ(c.smtp.max_line_bytes, 1000u);
     EXPECT_EQ(c.smtp.message_size_limit, 52428800u);
@@ -109,6 +112,9 @@ pool_size = 4
 connect_timeout = "5s"
 command_timeout = "2m"
 idle_timeout = 0
+tls = "required"
+tls_verify = true
+tls_ca_file = "/dev/null"
 
 [smtp]
 max_command_bytes = 1024
@@ -153,6 +159,9 @@ level = "debug"
     EXPECT_EQ(c.relay.connect_timeout, 5s);
     EXPECT_EQ(c.relay.command_timeout, 120s);
     EXPECT_EQ(c.relay.idle_timeout, 0s);
+    EXPECT_EQ(c.relay.tls, tls_policy::required);
+    EXPECT_TRUE(c.relay.tls_verify);
+    EXPECT_EQ(c.relay.tls_ca_file, "/dev/null");
     EXPECT_EQ(c.smtp.max_command_bytes, 1024u);
     EXPECT_EQ(c.smtp.max_line_bytes, 2048u);
     EXPECT_EQ(c.smtp.message_size_limit, 10'000'000u);
@@ -247,6 +256,14 @@ TEST(config, bad_values)
     EXPECT_CONFIG_ERROR(with_listener("[relay]\nconnect_timeout = -5\n"),
                         "key 'relay.connect_timeout': must not be negative");
     EXPECT_CONFIG_ERROR(with_listener("[relay]\npool_size = 0\n"), "test.toml:5:13: key 'relay.pool_size': must be between 1");
+    EXPECT_CONFIG_ERROR(with_listener("[relay]\ntls = \"maybe\"\n"),
+                        "test.toml:5:7: key 'relay.tls': \"maybe\" is not one of \"opportunistic\", \"required\", \"none\"");
+    EXPECT_CONFIG_ERROR(with_listener("[relay]\ntls = true\n"), "test.toml:5:7: key 'relay.tls': expected a string, got a boolean");
+    EXPECT_CONFIG_ERROR(with_listener("[relay]\ntls_verify = \"yes\"\n"),
+                        "test.toml:5:14: key 'relay.tls_verify': expected a boolean (true or false), got a string");
+    EXPECT_CONFIG_ERROR(with_listener("[relay]\ntls_ca_file = \"/nonexistent/ca.pem\"\n"),
+                        "test.toml:5:15: key 'relay.tls_ca_file': \"/nonexistent/ca.pem\": No such file or directory");
+    EXPECT_CONFIG_ERROR(with_listener("[relay]\ntls_cafile = \"x\"\n"), "test.toml:5:1: key 'relay.tls_cafile': unknown key");
     EXPECT_CONFIG_ERROR(with_listener("[queue]\njitter = 1.5\n"), "test.toml:5:10: key 'queue.jitter': must be between 0.0 and 1.0");
     EXPECT_CONFIG_ERROR(with_listener("[queue]\nmin_backoff = \"2h\"\nmax_backoff = \"1h\"\n"),
                         "test.toml:6:15: key 'queue.max_backoff': must not be less than queue.min_backoff (2h)");
@@ -399,9 +416,13 @@ TEST(config, restart_required_changes)
     reload.relay.smarthost = *net::parse_socket_address("10.0.0.1:25");
     reload.queue.jitter = 0.5;
     reload.store.commit_window = 5ms;
+    reload.relay.tls = tls_policy::required;
+    reload.relay.tls_verify = true;
+    reload.relay.tls_ca_file = "ca.pem";
     EXPECT_TRUE(restart_required_changes(base, reload).empty());
     EXPECT_EQ(reloadable_changes(base, reload),
-              (std::vector<std::string>{"relay.smarthost", "smtp.max_recipients", "queue.jitter",
+              (std::vector<std::string>{"relay.smarthost", "relay.tls", "relay.tls_verify", "relay.tls_ca_file",
+                                        "smtp.max_recipients", "queue.jitter",
                                         "store.commit_window", "log.level"}));
 
     config restart = base;
