@@ -61,6 +61,11 @@ backoff_max = "1h"             # doubling from backoff_min up to backoff_max
 # max_connections = 5
 # message_rate = "100/s"
 
+# [[egress]]                   # source addresses for outbound connections
+# source = "192.0.2.10"        # bind here (IPv4 or IPv6)
+# ehlo = "out1.example.org"    # EHLO name from this source (default: server.hostname)
+# senders = ["bulk.example"]   # sender domains using it; entries without = everyone else
+
 [dns]
 servers = []                   # ["127.0.0.1:5353"]; empty = /etc/resolv.conf
 timeout = "2s"                 # per try
@@ -421,6 +426,17 @@ public:
         return b->get();
     }
 
+    std::optional<tls_policy> tls_policy_value(std::string_view key)
+    {
+        auto text = string(key);
+        if (!text) return std::nullopt;
+        if (*text == "opportunistic") return tls_policy::opportunistic;
+        if (*text == "required") return tls_policy::required;
+        if (*text == "none") return tls_policy::none;
+        fail(*_table->get(key), key,
+             fmt::format("\"{}\" is not one of \"opportunistic\", \"required\", \"none\"", log::escaped(*text, 40)));
+    }
+
     double fraction(std::string_view key, double fallback)
     {
         const toml::node* n = get(key);
@@ -585,14 +601,7 @@ void load_relay(const loader& ld, const toml::table& root, config& c)
     c.relay.command_timeout = s.duration("command_timeout", milliseconds(300'000), milliseconds(1), day);
     c.relay.idle_timeout = s.duration("idle_timeout", milliseconds(5'000), milliseconds(0), day);
 
-    if (auto tls = s.string("tls")) {
-        if (*tls == "opportunistic") c.relay.tls = tls_policy::opportunistic;
-        else if (*tls == "required") c.relay.tls = tls_policy::required;
-        else if (*tls == "none") c.relay.tls = tls_policy::none;
-        else
-            s.fail(*s.table()->get("tls"), "tls",
-                   fmt::format("\"{}\" is not one of \"opportunistic\", \"required\", \"none\"", log::escaped(*tls, 40)));
-    }
+    if (auto p = s.tls_policy_value("tls")) c.relay.tls = *p;
     c.relay.tls_verify = s.boolean("tls_verify", false);
     c.relay.tls_ca_file = s.string_or("tls_ca_file", "");
     // Checked here so that a typo is a start-up (or reload) error, not a
@@ -665,8 +674,53 @@ void load_shaping(const loader& ld, const toml::table& root, config& c)
                                rule.mx.empty() ? "" : " or *.suffix pattern"));
         if (!rule.domain.empty() && pattern.starts_with("*.")) s.fail(*t->get("domain"), "domain", "patterns are for `mx`; `domain` is exact");
         rule.limits = load_limits(s, c.delivery.limits);
+        rule.tls = s.tls_policy_value("tls");
         s.reject_unknown();
         c.shaping.push_back(std::move(rule));
+    }
+}
+
+// "127.0.0.5", "::1" or "[::1]": an address without a port.
+std::optional<net::socket_address> parse_source_address(std::string_view text)
+{
+    std::string with_port;
+    if (text.starts_with('[')) with_port = fmt::format("{}:0", text);
+    else if (text.find(':') != std::string_view::npos) with_port = fmt::format("[{}]:0", text);
+    else with_port = fmt::format("{}:0", text);
+    auto parsed = net::parse_socket_address(with_port);
+    if (!parsed) return std::nullopt;
+    return *parsed;
+}
+
+void load_egress(const loader& ld, const toml::table& root, config& c)
+{
+    const toml::node* n = root.get("egress");
+    if (!n) return;
+    const auto* arr = n->as_array();
+    if (!arr) ld.fail(n->source(), "egress", fmt::format("expected an array of tables [[egress]], got {}", type_name(*n)));
+    for (std::size_t i = 0; i < arr->size(); ++i) {
+        const toml::node& item = *arr->get(i);
+        std::string name = fmt::format("egress[{}]", i);
+        const auto* t = item.as_table();
+        if (!t) ld.fail(item.source(), name, fmt::format("expected a table, got {}", type_name(item)));
+        section s(ld, t, name, t->source());
+        egress_config e;
+        auto src = s.string("source");
+        if (!src) s.fail_missing("source", "missing required key (a local address, e.g. \"192.0.2.10\")");
+        auto parsed = parse_source_address(*src);
+        if (!parsed)
+            s.fail(*t->get("source"), "source",
+                   fmt::format("\"{}\" is not an IPv4 or IPv6 address", log::escaped(*src, 80)));
+        e.source = *parsed;
+        e.ehlo = s.string_or("ehlo", "");
+        if (!e.ehlo.empty() && !valid_hostname(e.ehlo))
+            s.fail(*t->get("ehlo"), "ehlo", fmt::format("\"{}\" is not a valid host name", log::escaped(e.ehlo, 80)));
+        for (auto& d : s.strings("senders", [](std::string_view v) -> std::string {
+                 return valid_hostname(v) ? "" : fmt::format("\"{}\" is not a domain name", log::escaped(v, 80));
+             }))
+            e.senders.push_back(lower(d));
+        s.reject_unknown();
+        c.egress.push_back(std::move(e));
     }
 }
 
@@ -768,7 +822,7 @@ config load_config_string(std::string_view toml_text, std::string_view source_na
                                        where.column ? where.column : 1, e.description()));
     }
 
-    static constexpr std::string_view tables[] = {"server", "listener", "relay", "delivery", "shaping",
+    static constexpr std::string_view tables[] = {"server", "listener", "relay", "delivery", "shaping", "egress",
                                                    "dns",    "smtp",     "queue", "store",    "log"};
     for (auto&& [k, v] : root) {
         if (std::find(std::begin(tables), std::end(tables), k.str()) == std::end(tables))
@@ -781,6 +835,7 @@ config load_config_string(std::string_view toml_text, std::string_view source_na
     load_relay(ld, root, c);
     load_delivery(ld, root, c);
     load_shaping(ld, root, c);
+    load_egress(ld, root, c);
     load_dns(ld, root, c);
     load_smtp(ld, root, c);
     load_queue(ld, root, c);
@@ -829,6 +884,7 @@ void for_each_change(const config& a, const config& b, F&& emit)
     RINGMAIL_CMP(false, "delivery.backoff_min", delivery.backoff_min);
     RINGMAIL_CMP(false, "delivery.backoff_max", delivery.backoff_max);
     RINGMAIL_CMP(false, "shaping", shaping);
+    RINGMAIL_CMP(false, "egress", egress);
     // The resolver and its cache are made once per shard.
     RINGMAIL_CMP(true, "dns", dns);
     RINGMAIL_CMP(false, "relay.tls", relay.tls);

@@ -110,7 +110,16 @@ struct shaping_rule {
     std::string domain;   // exact recipient domain (lower case), or empty
     std::string mx;       // MX host name, exact or "*.suffix" (lower case), or empty
     destination_limits limits;  // [delivery] values for keys the rule does not set
+    std::optional<tls_policy> tls;  // overrides relay.tls for these destinations
     bool operator==(const shaping_rule&) const = default;
+};
+
+// [[egress]]: a local source address for outbound connections, with its EHLO name.
+struct egress_config {
+    net::socket_address source;        // port 0
+    std::string ehlo;                  // empty = server.hostname
+    std::vector<std::string> senders;  // sender domains (lower case) using it; empty = the default pool
+    bool operator==(const egress_config&) const = default;
 };
 
 struct dns_config {
@@ -163,6 +172,7 @@ struct config {
     relay_config relay;
     delivery_config delivery;
     std::vector<shaping_rule> shaping;
+    std::vector<egress_config> egress;
     dns_config dns;
     smtp_config smtp;
     queue_config queue;

@@ -154,6 +154,20 @@ engine::task<bool> client::open() {
     }
     int one = 1;
     ::setsockopt(_fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (_options.source.family() != AF_UNSPEC) {
+        if (_options.source.family() != _dest.family()) {
+            _last_error = fmt::format("connect to {}: source address {} is of another address family",
+                                      _peer_name, _options.source.host_string());
+            co_return false;
+        }
+        // Bind the address only; the kernel picks the port at connect().
+        ::setsockopt(_fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (::bind(_fd, _options.source.sockaddr_ptr(), _options.source.length()) != 0) {
+            _last_error = fmt::format("connect to {}: cannot bind source address {}: {}", _peer_name,
+                                      _options.source.host_string(), std::strerror(errno));
+            co_return false;
+        }
+    }
     int rc = co_await engine::async_connect(_fd, _dest.sockaddr_ptr(), _dest.length(), _cfg.relay.connect_timeout);
     if (rc < 0) {
         _last_error = fmt::format("connect to {}: {}", _peer_name,
@@ -180,7 +194,8 @@ engine::task<bool> client::open() {
 }
 
 engine::task<bool> client::ehlo() {
-    std::string ehlo_cmd = fmt::format("EHLO {}\r\n", _cfg.server.hostname);
+    const std::string& name = _options.ehlo_name.empty() ? _cfg.server.hostname : _options.ehlo_name;
+    std::string ehlo_cmd = fmt::format("EHLO {}\r\n", name);
     bool sent = co_await send_all(ehlo_cmd);
     (void)sent;  // a failed send shows as a missing reply
     reply ehlo = co_await read_reply(true);
@@ -189,7 +204,7 @@ engine::task<bool> client::ehlo() {
         co_return false;
     }
     if (ehlo.code / 100 != 2) {
-        std::string helo_cmd = fmt::format("HELO {}\r\n", _cfg.server.hostname);
+        std::string helo_cmd = fmt::format("HELO {}\r\n", name);
         bool helo_sent = co_await send_all(helo_cmd);
         (void)helo_sent;
         reply helo = co_await read_reply();

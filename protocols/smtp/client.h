@@ -70,6 +70,10 @@ struct client_options {
     // (engine::tls::shared_client_context for tls_verify/tls_ca_file); its
     // own verify and CA settings then apply.
     std::shared_ptr<engine::tls::context> tls_context;
+    // [[egress]]: the local address to connect from (AF_UNSPEC = the
+    // kernel's choice) and the EHLO name to use (empty = server.hostname).
+    net::socket_address source;
+    std::string ehlo_name;
 
     static client_options from_config(const relay_config& relay, std::string tls_name = {});
     // The same options with TLS off: for the plain retry after tls_failed().

@@ -38,6 +38,7 @@ struct destination {
     std::string key;
     std::vector<destination_host> hosts;       // in the order to try
     int rule = -1;                             // [[shaping]] index, -1 = [delivery]
+    int egress = -1;                           // [[egress]] index, -1 = none
     destination_limits limits;
     std::deque<delivery_job> ready;
     unsigned connections = 0;

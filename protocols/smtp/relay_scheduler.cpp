@@ -167,21 +167,22 @@ void relay_scheduler::activate(uint64_t id) {
         }
         env.emplace(std::move(*decoded));
     }  // the read ends before any routing
-    auto& st = _active.emplace(id, message_state{std::move(*env), 0}).first->second;
+    auto& st = _active.emplace(id, message_state{std::move(*env), 0, -1}).first->second;
+    st.egress = egress_for(st.env);
 
     if (_cfg->relay.smarthost) {
         delivery_job job{id, {}};
         for (size_t i = 0; i < st.env.recipients.size(); ++i)
             if (st.env.recipients[i].state == store::rcpt_state::pending) job.recipients.push_back(i);
         st.outstanding = 1;
-        push_job(smarthost_destination(), std::move(job));
+        push_job(smarthost_destination(st.egress), std::move(job));
         return;
     }
     auto groups = group_pending_by_domain(st.env);
     st.outstanding = static_cast<unsigned>(groups.size());
     if (groups.empty()) {  // nothing pending: just finish it
         st.outstanding = 1;
-        engine::spawn(finish_job(id, {}, "none", std::nullopt, {}));
+        engine::spawn(finish_job(id, {}, "none", {}, std::nullopt, {}));
         return;
     }
     for (auto& g : groups) engine::spawn(route(id, std::move(g.domain), std::move(g.recipients)));
@@ -245,7 +246,8 @@ engine::task<void> relay_scheduler::route(uint64_t id, std::string domain, std::
     if (_stopping) co_return;  // the message stays queued; the next start routes it again
     using engine::dns::mx_decision;
     if (r.decision == mx_decision::deliver) {
-        destination& d = destination_for(r, domain);
+        auto it = _active.find(id);
+        destination& d = destination_for(r, domain, it == _active.end() ? -1 : it->second.egress);
         size_t per = std::max<unsigned>(1, d.limits.max_recipients);
         size_t chunks = (recipients.size() + per - 1) / per;
         _active[id].outstanding += static_cast<unsigned>(chunks) - 1;
@@ -276,15 +278,49 @@ engine::task<void> relay_scheduler::route(uint64_t id, std::string domain, std::
     co_await fail_job(std::move(job), code, std::move(reply));
 }
 
-destination& relay_scheduler::destination_for(const engine::dns::route& r, std::string_view domain) {
+int relay_scheduler::egress_for(const store::envelope& env) const {
+    const auto& egress = _cfg->egress;
+    if (egress.empty()) return -1;
+    std::string domain = recipient_domain(env.sender);
+    // The sender domain's pool, else the default pool (entries without
+    // senders); the message id picks one, the same on every retry.
+    int pool[64];
+    size_t n = 0;
+    for (int pass = 0; pass < 2 && n == 0; ++pass)
+        for (size_t i = 0; i < egress.size() && n < std::size(pool); ++i) {
+            const auto& s = egress[i].senders;
+            bool match = pass == 0 ? std::find(s.begin(), s.end(), domain) != s.end() : s.empty();
+            if (match) pool[n++] = static_cast<int>(i);
+        }
+    if (n == 0) return -1;
+    return pool[(env.id >> 8) % n];  // low byte is the shard
+}
+
+client_options relay_scheduler::options_for(const destination& d, const destination_host& h) const {
+    const config& cfg = *_cfg;
+    bool smart = d.key.starts_with("smarthost ");
+    client_options o = client_options::from_config(cfg.relay, smart ? std::string() : h.name);
+    if (d.rule >= 0 && static_cast<size_t>(d.rule) < cfg.shaping.size() && cfg.shaping[static_cast<size_t>(d.rule)].tls)
+        o.tls = *cfg.shaping[static_cast<size_t>(d.rule)].tls;
+    if (d.egress >= 0 && static_cast<size_t>(d.egress) < cfg.egress.size()) {
+        o.source = cfg.egress[static_cast<size_t>(d.egress)].source;
+        o.ehlo_name = cfg.egress[static_cast<size_t>(d.egress)].ehlo;
+    }
+    return o;
+}
+
+destination& relay_scheduler::destination_for(const engine::dns::route& r, std::string_view domain, int egress) {
     const config& cfg = *_cfg;
     int rule = shaping_rule_for(cfg, domain, r.hosts);
-    std::string key = rule < 0 ? r.key : fmt::format("{}#{}", r.key, rule);
+    std::string key = r.key;
+    if (rule >= 0) key += fmt::format("#{}", rule);
+    if (egress >= 0) key += fmt::format("@{}", egress);
     auto& slot = _destinations[key];
     if (!slot) {
         slot = std::make_unique<destination>();
         slot->key = key;
         slot->rule = rule;
+        slot->egress = egress;
         slot->set_limits(rule < 0 ? cfg.delivery.limits : cfg.shaping[static_cast<size_t>(rule)].limits);
     }
     destination& d = *slot;
@@ -300,13 +336,15 @@ destination& relay_scheduler::destination_for(const engine::dns::route& r, std::
     return d;
 }
 
-destination& relay_scheduler::smarthost_destination() {
+destination& relay_scheduler::smarthost_destination(int egress) {
     const config& cfg = *_cfg;
     std::string key = "smarthost " + cfg.relay.smarthost->to_string();
+    if (egress >= 0) key += fmt::format("@{}", egress);
     auto& slot = _destinations[key];
     if (!slot) {
         slot = std::make_unique<destination>();
         slot->key = key;
+        slot->egress = egress;
         slot->hosts.push_back(destination_host{cfg.relay.smarthost->host_string(), {*cfg.relay.smarthost}});
     }
     destination_limits l = cfg.delivery.limits;
@@ -378,12 +416,29 @@ engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d) {
     for (const auto& h : hosts) {
         for (const auto& a : h.addresses) {
             if (_stopping) co_return nullptr;
-            auto c = std::make_unique<client>(*_cfg, a);
-            if (h.name != a.host_string()) c->set_peer_name(fmt::format("{}[{}]:{}", h.name, a.host_string(), a.port()));
+            client_options options = options_for(d, h);
+            std::string peer = h.name != a.host_string() ? fmt::format("{}[{}]:{}", h.name, a.host_string(), a.port())
+                                                         : a.to_string();
+            auto c = std::make_unique<client>(*_cfg, a, options);
+            c->set_peer_name(peer);
             _clients.push_back(c.get());
             bool ok = co_await c->open();
             _clients.erase(std::find(_clients.begin(), _clients.end(), c.get()));
-            if (ok) co_return c;
+            if (!ok && c->tls_failed() && options.tls == tls_policy::opportunistic && !_stopping) {
+                // Opportunistic TLS: the same host again, in plain text.
+                log::info("delivery to {}: {}; retrying without TLS", d.key, c->last_error());
+                c = std::make_unique<client>(*_cfg, a, options.without_tls());
+                c->set_peer_name(peer);
+                _clients.push_back(c.get());
+                bool plain = co_await c->open();
+                _clients.erase(std::find(_clients.begin(), _clients.end(), c.get()));
+                ok = plain;
+            }
+            if (ok) {
+                if (!c->tls_description().empty())
+                    log::info("{}: TLS connection established: {}", c->peer_name(), c->tls_description());
+                co_return c;
+            }
             log::info("delivery to {}: {}", d.key, c->last_error());
             d.pause_reason = c->last_error();
         }
@@ -472,7 +527,7 @@ engine::task<void> relay_scheduler::fail_job(delivery_job job, int code, std::st
     std::vector<rcpt_result> results;
     results.reserve(job.recipients.size());
     for (size_t i : job.recipients) results.push_back({i, code, reply});
-    co_await finish_job(job.id, std::move(results), "none", std::nullopt, {});
+    co_await finish_job(job.id, std::move(results), "none", {}, std::nullopt, {});
 }
 
 engine::task<bool> relay_scheduler::deliver(client& c, delivery_job job) {
@@ -503,12 +558,16 @@ engine::task<bool> relay_scheduler::deliver(client& c, delivery_job job) {
                            o.code != 0 ? o.reply : (c.last_error().empty() ? "lost connection" : c.last_error())});
     }
     std::optional<store::read_view> holder(std::move(*view));
-    co_await finish_job(job.id, std::move(results), c.peer_name(), std::move(holder), *body);
+    co_await finish_job(job.id, std::move(results), c.peer_name(), c.tls_description(), std::move(holder), *body);
     co_return reusable;
 }
 
 engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_result> results, std::string relay,
-                                               std::optional<store::read_view> view, std::string_view body) {
+                                               std::string tls, std::optional<store::read_view> view,
+                                               std::string_view body) {
+    // The sent line names the TLS version and cipher when the session was
+    // encrypted: "tls=TLSv1.3/TLS_AES_256_GCM_SHA384".
+    std::replace(tls.begin(), tls.end(), ' ', '/');
     auto it = _active.find(id);
     if (it == _active.end()) co_return;
     message_state& st = it->second;
@@ -528,7 +587,11 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
         if (r.code / 100 == 2) {
             rc.state = store::rcpt_state::delivered;
             settled = true;
-            log::info("{}: to=<{}> relay={} delay={} status=sent ({})", qid.view(), to, relay, delay, said);
+            if (tls.empty())
+                log::info("{}: to=<{}> relay={} delay={} status=sent ({})", qid.view(), to, relay, delay, said);
+            else
+                log::info("{}: to=<{}> relay={} delay={} tls={} status=sent ({})", qid.view(), to, relay, delay, tls,
+                          said);
             continue;
         }
         if (r.code / 100 == 5 || is_expired) {

@@ -12,6 +12,11 @@
 //   the shard's DNS cache) to a destination, and split into transactions of
 //   at most the destination's max_recipients. Null MX bounces with
 //   556 5.1.10, a non-existent domain with 550 5.1.2; a DNS failure defers.
+// - [[egress]]: each message gets a source address (and EHLO name) by its
+//   sender's domain, stable across retries; destinations are per source.
+// - TLS: STARTTLS per relay.tls (or the destination's [[shaping]] tls);
+//   opportunistic falls back to plain text on the same host after a failed
+//   handshake, required defers. The log line names the TLS version/cipher.
 // - Destinations (destination.h) have their own connection cap, messages per
 //   connection, message and connection rates, and pause after every host
 //   failed (growing from delivery.backoff_min to backoff_max); jobs for a
@@ -41,6 +46,7 @@
 #include "engine/io.h"
 #include "engine/shard.h"
 #include "engine/task.h"
+#include "protocols/smtp/client.h"
 #include "protocols/smtp/destination.h"
 #include "store/envelope.h"
 #include "store/group_commit.h"
@@ -48,8 +54,6 @@
 #include "store/spool.h"
 
 namespace ringmail::smtp {
-
-class client;
 
 class relay_scheduler {
 public:
@@ -79,6 +83,7 @@ private:
     struct message_state {
         store::envelope env;
         unsigned outstanding = 0;  // jobs routed or in flight
+        int egress = -1;           // [[egress]] index, -1 = none
     };
     // One recipient's result: code 0 means no answer (temporary).
     struct rcpt_result {
@@ -92,8 +97,10 @@ private:
     void activate(uint64_t id);
     engine::task<void> route(uint64_t id, std::string domain, std::vector<size_t> recipients);
     engine::task<engine::dns::route> resolve(const std::string& domain);
-    destination& destination_for(const engine::dns::route& r, std::string_view domain);
-    destination& smarthost_destination();
+    destination& destination_for(const engine::dns::route& r, std::string_view domain, int egress);
+    destination& smarthost_destination(int egress);
+    int egress_for(const store::envelope& env) const;
+    client_options options_for(const destination& d, const destination_host& h) const;
     void push_job(destination& d, delivery_job job);
     void kick(destination& d);
     engine::task<void> timer_loop();
@@ -106,7 +113,7 @@ private:
     // records the outcome durably; ends `view` once the body is not needed.
     // When it was the message's last job, removes or reschedules it.
     engine::task<void> finish_job(uint64_t id, std::vector<rcpt_result> results, std::string relay,
-                                  std::optional<store::read_view> view, std::string_view body);
+                                  std::string tls, std::optional<store::read_view> view, std::string_view body);
     void maybe_forget(destination& d);
     engine::dns::cache* dns();
 

@@ -91,6 +91,7 @@ class SinkMessage:
     time: float
     accepted: bool         # False when the sink answered the DATA with a 4xx/5xx
     reply: str
+    tls: bool = False      # the transaction ran inside STARTTLS
 
     @property
     def message_id(self) -> Optional[str]:
@@ -160,6 +161,7 @@ class _Handler:
                 time=time.monotonic(),
                 accepted=reply.startswith("250"),
                 reply=reply,
+                tls=bool(getattr(session, "ssl", None)),
             )
             self.sink.attempts.append(m)
             if m.accepted:
@@ -240,8 +242,9 @@ class _SinkController(Controller):
 
 
 class Sink:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls_context=None) -> None:
         self.host = host
+        self.tls_context = tls_context  # an ssl.SSLContext: offer STARTTLS
         self.port = port
         self.fixed_port = port      # nonzero: start() binds exactly this port, no retry
         self.messages: list[SinkMessage] = []   # accepted transactions
@@ -276,6 +279,8 @@ class Sink:
                 enable_SMTPUTF8=True, decode_data=False,
                 data_size_limit=64 * 1024 * 1024,
                 server_hostname="sink.example.test", ready_timeout=10.0,
+                **({"tls_context": self.tls_context, "require_starttls": False}
+                   if self.tls_context is not None else {}),
             )
             try:
                 ctl.start()

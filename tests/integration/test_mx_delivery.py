@@ -256,3 +256,20 @@ def test_mixed_outcomes_in_one_message(start_daemon, mx_world):
     d.wait_log(rf"{qid}: removed")
     time.sleep(0.5)
     assert len(ok.snapshot()) == 1 and len(dsns(home)) == 1
+
+
+def test_egress_source_address_and_ehlo_by_sender_domain(start_daemon, mx_world):
+    w = mx_world
+    w.add_mx("dest.test", 10, "mx.dest.test", "127.0.0.18")
+    s = w.sink("127.0.0.18")
+    d = start_daemon("", config=w.daemon_config({"egress": [
+        {"source": "127.0.0.30", "ehlo": "out30.example.test", "senders": ["bulk.test"]},
+        {"source": "127.0.0.31"}]}))
+    submit(d, ["a@dest.test"], sender="news@Bulk.test")
+    submit(d, ["b@dest.test"], sender="alice@origin.test")
+    msgs = s.wait_count(2, 20)
+    by_rcpt = {m.rcpt_tos[0]: m for m in msgs}
+    assert by_rcpt["a@dest.test"].peer[0] == "127.0.0.30"
+    assert by_rcpt["a@dest.test"].helo == "out30.example.test"
+    assert by_rcpt["b@dest.test"].peer[0] == "127.0.0.31"
+    assert by_rcpt["b@dest.test"].helo == "relay.example.test"

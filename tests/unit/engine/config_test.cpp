@@ -491,6 +491,26 @@ message_rate = "10/m"
     EXPECT_CONFIG_ERROR(with_listener("[[shaping]]\nmx = \"bad host\"\n"), "key 'shaping[0].mx'");
     EXPECT_CONFIG_ERROR(with_listener("[[shaping]]\ndomain = \"a.test\"\nmax_conections = 2\n"),
                         "key 'shaping[0].max_conections': unknown key");
+    config e = load_config_string(with_listener(R"(
+[[egress]]
+source = "127.0.0.5"
+ehlo = "out5.example.test"
+senders = ["Bulk.Example"]
+
+[[egress]]
+source = "::1"
+)"),
+                                  "test.toml");
+    ASSERT_EQ(e.egress.size(), 2u);
+    EXPECT_EQ(e.egress[0].source.host_string(), "127.0.0.5");
+    EXPECT_EQ(e.egress[0].ehlo, "out5.example.test");
+    EXPECT_EQ(e.egress[0].senders, (std::vector<std::string>{"bulk.example"}));
+    EXPECT_EQ(e.egress[1].source.host_string(), "::1");
+    EXPECT_TRUE(e.egress[1].senders.empty());
+    EXPECT_CONFIG_ERROR(with_listener("[[egress]]\nsource = \"mail.example\"\n"),
+                        "key 'egress[0].source': \"mail.example\" is not an IPv4 or IPv6 address");
+    EXPECT_CONFIG_ERROR(with_listener("[[egress]]\nehlo = \"x.test\"\n"), "key 'egress[0].source': missing");
+
     EXPECT_EQ(parse_rate(""), rate_limit{});
     EXPECT_FALSE(parse_rate("5"));
     EXPECT_FALSE(parse_rate("/s"));
