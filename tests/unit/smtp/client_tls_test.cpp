@@ -322,6 +322,20 @@ TEST_F(ClientTlsTest, handshake_garbage_fails_then_plain_retry_delivers) {
     EXPECT_EQ(stored_meta(1), "tls=none\n");
 }
 
+TEST_F(ClientTlsTest, handshake_times_out) {
+    smtp_server srv(_certs, _spool, "stall", false);
+    ASSERT_NE(srv.port(), 0);
+    _cfg.relay.command_timeout = 1s;
+    smtp::client c(_cfg, srv.address(), opts(tls_policy::opportunistic));
+    auto start = std::chrono::steady_clock::now();
+    EXPECT_FALSE(open(c));
+    auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_TRUE(c.tls_failed());
+    EXPECT_NE(c.last_error().find("timeout"), std::string::npos) << c.last_error();
+    EXPECT_GE(took, 900ms);
+    EXPECT_LT(took, 5s);
+}
+
 TEST_F(ClientTlsTest, plaintext_after_220_is_refused) {
     smtp_server srv(_certs, _spool, "inject", false);
     ASSERT_NE(srv.port(), 0);

@@ -14,6 +14,7 @@
         refuse   - offers STARTTLS, answers 454
         garbage  - offers STARTTLS, answers 220, reads the ClientHello, answers bytes that are not TLS
         inject   - offers STARTTLS, sends "220" and a plaintext reply behind it
+        stall    - offers STARTTLS, answers 220, then never answers the ClientHello
       Each message is stored as DIR/N.eml (the body as received, DATA
       unstuffed) and then DIR/N.meta ("tls=<version> <cipher>" or "tls=none"),
       before the final 250, so a client that saw the 250 finds both.
@@ -114,6 +115,12 @@ class server:
                         await writer.drain()
                         await reader.read(65536)  # the client's alert or close
                         break
+                    elif mode == "stall":
+                        send("220 2.0.0 go ahead")
+                        await writer.drain()
+                        await reader.read(65536)  # the ClientHello, left unanswered
+                        await reader.read(65536)  # until the client gives up
+                        break
                     elif mode == "inject":
                         writer.write(b"220 2.0.0 go ahead\r\n250 2.0.0 injected\r\n")
                         await writer.drain()
@@ -189,7 +196,7 @@ def main():
     p.add_argument("--cert", required=True)
     p.add_argument("--key", required=True)
     p.add_argument("--spool", required=True)
-    p.add_argument("--mode", default="starttls", choices=["starttls", "plain", "refuse", "garbage", "inject"])
+    p.add_argument("--mode", default="starttls", choices=["starttls", "plain", "refuse", "garbage", "inject", "stall"])
     p.add_argument("--chunking", action="store_true")
     p.add_argument("--tls12", action="store_true", help="at most TLS 1.2")
     args = p.parse_args()
