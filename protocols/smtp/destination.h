@@ -47,6 +47,10 @@ struct destination {
     engine::token_bucket connection_rate;
     int64_t paused_until_us = 0;               // steady clock
     unsigned failures = 0;                     // consecutive failed connection rounds
+    // A connection got through since the destination was made or last failed:
+    // until then one connection probes it, so a dead host gets one attempt,
+    // not one per message that arrived meanwhile.
+    bool proven = false;
     std::string pause_reason;
 
     bool paused(int64_t now_us) const { return paused_until_us > now_us; }

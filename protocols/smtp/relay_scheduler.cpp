@@ -371,7 +371,8 @@ void relay_scheduler::kick(destination& d) {
         d.idle.pop_back();
         --want;
     }
-    while (want > 0 && d.connections < d.limits.max_connections) {
+    unsigned cap = d.proven ? d.limits.max_connections : 1;
+    while (want > 0 && d.connections < cap) {
         ++d.connections;
         _shard.hold();
         engine::spawn(connection_loop(d));
@@ -393,8 +394,10 @@ void relay_scheduler::force_stop() {
 }
 
 engine::task<void> relay_scheduler::timer_loop() {
+    unsigned ticks = 0;
     while (!_stopping) {
         int64_t now = unix_now();
+        if (++ticks % 60 == 0) forget_idle_destinations();
         while (!_deferred.empty() && _deferred.begin()->first <= now) {
             _waiting.push_back(_deferred.begin()->second);
             _deferred.erase(_deferred.begin());
@@ -464,6 +467,7 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
             // Every host failed: pause the destination (growing intervals) and
             // defer what waits for it, rather than each job trying on its own.
             d.failures += 1;
+            d.proven = false;
             auto base = std::chrono::duration_cast<std::chrono::microseconds>(_cfg->delivery.backoff_min).count();
             auto cap = std::chrono::duration_cast<std::chrono::microseconds>(_cfg->delivery.backoff_max).count();
             int64_t pause = base;
@@ -478,6 +482,10 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
         }
     } else {
         d.failures = 0;
+        if (!d.proven) {
+            d.proven = true;
+            kick(d);  // the probe got through: open the rest
+        }
         _clients.push_back(c.get());
         // Idle time is counted from the last message: being woken for work
         // that another connection took first does not restart the clock.
@@ -515,6 +523,15 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
     _shard.release();
     if (!d.ready.empty()) kick(d);
     else maybe_forget(d);
+}
+
+// Once a minute: paused destinations nobody used since their pause ended.
+void relay_scheduler::forget_idle_destinations() {
+    int64_t now = steady_us();
+    std::erase_if(_destinations, [now](const auto& kv) {
+        const destination& d = *kv.second;
+        return d.connections == 0 && d.ready.empty() && !d.paused(now);
+    });
 }
 
 // An unused destination is dropped, unless it is paused (the pause must last).

@@ -115,6 +115,7 @@ private:
     engine::task<void> finish_job(uint64_t id, std::vector<rcpt_result> results, std::string relay,
                                   std::string tls, std::optional<store::read_view> view, std::string_view body);
     void maybe_forget(destination& d);
+    void forget_idle_destinations();
     engine::dns::cache* dns();
 
     engine::shard& _shard;

@@ -273,3 +273,65 @@ def test_egress_source_address_and_ehlo_by_sender_domain(start_daemon, mx_world)
     assert by_rcpt["a@dest.test"].helo == "out30.example.test"
     assert by_rcpt["b@dest.test"].peer[0] == "127.0.0.31"
     assert by_rcpt["b@dest.test"].helo == "relay.example.test"
+
+
+class BusyHost:
+    """A host on ip:port that greets every connection with 421 and hangs up."""
+
+    def __init__(self, ip: str, port: int) -> None:
+        import socket as _socket
+        import threading as _threading
+        self.connections = 0
+        self._sock = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
+        self._sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        self._sock.bind((ip, port))
+        self._sock.listen(16)
+        self._stop = False
+        self._thread = _threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                c, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            try:
+                c.sendall(b"421 4.3.2 mx busy, try later\r\n")
+            finally:
+                c.close()
+
+    def close(self) -> None:
+        self._stop = True
+        import socket as _socket
+        try:
+            self._sock.shutdown(_socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._sock.close()
+        self._thread.join(5)
+
+
+def test_421_greeting_pauses_the_destination(start_daemon, mx_world):
+    w = mx_world
+    w.add_mx("busy.test", 10, "mx.busy.test", "127.0.0.40")
+    w.add_mx("fine.test", 10, "mx.fine.test", "127.0.0.41")
+    fine = w.sink("127.0.0.41")
+    busy = BusyHost("127.0.0.40", w.port)
+    try:
+        d = start_daemon("", config=w.daemon_config({
+            "server": {"shards": 1},
+            "queue": {"min_backoff": "1h", "max_backoff": "1h"},
+            "delivery": {"backoff_min": "1h", "backoff_max": "1h"}}))
+        ids = [submit(d, ["z@busy.test"]) for _ in range(4)]
+        for _ in range(4):
+            submit(d, ["z@fine.test"])
+        fine.wait_count(4, 20)
+        d.wait_log(r"destination mx\.busy\.test paused for 3600 s: .*421 4\.3\.2 mx busy")
+        for qid in ids:
+            d.wait_log(rf"{qid}: to=<z@busy\.test> .*status=deferred")
+        # One probe, not one connection per message: the rest waited for it, then the pause.
+        assert busy.connections == 1, busy.connections
+    finally:
+        busy.close()
