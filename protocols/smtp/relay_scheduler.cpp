@@ -9,6 +9,7 @@
 #include "protocols/smtp/client.h"
 #include "protocols/smtp/dsn.h"
 #include "protocols/smtp/recipient_domains.h"
+#include "protocols/smtp/routing.h"
 #include "store/envelope.h"
 #include "store/retry_schedule.h"
 
@@ -38,38 +39,6 @@ store::retry_policy policy_of(const config& cfg) {
     return p;
 }
 
-bool mx_pattern_matches(std::string_view pattern, std::string_view host) {
-    if (pattern.starts_with("*.")) return host.size() > pattern.size() - 1 && host.ends_with(pattern.substr(1));
-    return host == pattern;
-}
-
-// The [[shaping]] rule for a domain and its MX hosts: a domain rule first,
-// then the first mx rule matching any host. -1 = none.
-int shaping_rule_for(const config& cfg, std::string_view domain, const std::vector<engine::dns::mx_host>& hosts) {
-    for (size_t i = 0; i < cfg.shaping.size(); ++i)
-        if (!cfg.shaping[i].domain.empty() && cfg.shaping[i].domain == domain) return static_cast<int>(i);
-    for (size_t i = 0; i < cfg.shaping.size(); ++i) {
-        const auto& rule = cfg.shaping[i];
-        if (rule.mx.empty()) continue;
-        for (const auto& h : hosts)
-            if (mx_pattern_matches(rule.mx, h.name)) return static_cast<int>(i);
-    }
-    return -1;
-}
-
-// "[127.0.0.1]" / "[IPv6:::1]" (RFC 5321 §4.1.3 address literals): the address, or nullopt.
-std::optional<net::socket_address> address_literal(std::string_view domain) {
-    if (domain.size() < 3 || domain.front() != '[' || domain.back() != ']') return std::nullopt;
-    std::string_view inner = domain.substr(1, domain.size() - 2);
-    std::string text;
-    if (inner.size() > 5 && (inner.substr(0, 5) == "ipv6:" || inner.substr(0, 5) == "IPv6:"))
-        text = fmt::format("[{}]:1", inner.substr(5));
-    else
-        text = fmt::format("{}:1", inner);
-    auto parsed = net::parse_socket_address(text);
-    if (!parsed) return std::nullopt;
-    return *parsed;
-}
 }  // namespace
 
 relay_scheduler::relay_scheduler(engine::shard& shard, std::shared_ptr<const config> cfg, store::spool& spool,
@@ -279,21 +248,7 @@ engine::task<void> relay_scheduler::route(uint64_t id, std::string domain, std::
 }
 
 int relay_scheduler::egress_for(const store::envelope& env) const {
-    const auto& egress = _cfg->egress;
-    if (egress.empty()) return -1;
-    std::string domain = recipient_domain(env.sender);
-    // The sender domain's pool, else the default pool (entries without
-    // senders); the message id picks one, the same on every retry.
-    int pool[64];
-    size_t n = 0;
-    for (int pass = 0; pass < 2 && n == 0; ++pass)
-        for (size_t i = 0; i < egress.size() && n < std::size(pool); ++i) {
-            const auto& s = egress[i].senders;
-            bool match = pass == 0 ? std::find(s.begin(), s.end(), domain) != s.end() : s.empty();
-            if (match) pool[n++] = static_cast<int>(i);
-        }
-    if (n == 0) return -1;
-    return pool[(env.id >> 8) % n];  // low byte is the shard
+    return choose_egress(*_cfg, recipient_domain(env.sender), env.id >> 8);  // low byte: the shard
 }
 
 client_options relay_scheduler::options_for(const destination& d, const destination_host& h) const {
