@@ -293,8 +293,15 @@ destination& relay_scheduler::destination_for(const engine::dns::route& r, std::
 
 destination& relay_scheduler::smarthost_destination(int egress) {
     const config& cfg = *_cfg;
-    std::string key = "smarthost " + cfg.relay.smarthost->to_string();
-    if (egress >= 0) key += fmt::format("@{}", egress);
+    // The keys (one per egress source) are made once per configuration, not per message.
+    if (_smarthost_keys_for.get() != &cfg) {
+        _smarthost_keys.clear();
+        std::string base = "smarthost " + cfg.relay.smarthost->to_string();
+        _smarthost_keys.push_back(base);
+        for (size_t i = 0; i < cfg.egress.size(); ++i) _smarthost_keys.push_back(fmt::format("{}@{}", base, i));
+        _smarthost_keys_for = _cfg;  // held, so its address cannot be reused by a newer one
+    }
+    const std::string& key = _smarthost_keys[static_cast<size_t>(egress + 1)];
     auto& slot = _destinations[key];
     if (!slot) {
         slot = std::make_unique<destination>();

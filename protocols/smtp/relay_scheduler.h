@@ -129,6 +129,8 @@ private:
     std::multimap<int64_t, uint64_t> _deferred;           // due (unix s) → id
     std::unordered_map<std::string, std::unique_ptr<destination>> _destinations;
     std::vector<client*> _clients;                        // open connections, for force_stop
+    std::vector<std::string> _smarthost_keys;  // [egress + 1] -> destination key
+    std::shared_ptr<const config> _smarthost_keys_for;
     std::unique_ptr<engine::dns::resolver> _resolver;
     std::unique_ptr<engine::dns::cache> _dns;
     bool _dns_failed = false;
