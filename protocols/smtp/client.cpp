@@ -302,7 +302,7 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
         if (r.code == 0) co_return false;
         if (r.code / 100 != 2) {
             set_error("MAIL FROM", r);
-            for (auto& o : outcomes) o = {r.code, _last_error};
+            for (auto& o : outcomes) o = {r.code, _last_error, r.text};
             co_await send_all("RSET\r\n");
             reply rr = co_await read_reply();
             co_return rr.code / 100 == 2;
@@ -340,7 +340,7 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
             if (r.code == 0) co_return false;
             if (r.code / 100 != 2) {
                 set_error("RCPT TO", r);
-                outcomes[i] = {r.code, _last_error};
+                outcomes[i] = {r.code, _last_error, r.text};
             }
         }
     }
@@ -367,14 +367,14 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
         if (r.code / 100 != 2) {
             mail_ok = false;
             set_error("MAIL FROM", r);
-            for (auto& o : outcomes) o = {r.code, _last_error};
+            for (auto& o : outcomes) o = {r.code, _last_error, r.text};
         }
         for (size_t i = 0; i < m.recipients.size(); ++i) {
             reply rr = co_await read_reply();
             if (rr.code == 0) co_return false;
             if (mail_ok && rr.code / 100 != 2) {
                 set_error("RCPT TO", rr);
-                outcomes[i] = {rr.code, _last_error};
+                outcomes[i] = {rr.code, _last_error, rr.text};
             }
         }
     }
@@ -390,7 +390,7 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
                                                     : fmt::format("{} said: {} (in reply to BDAT command)",
                                                                   _peer_name, fin.text);
             for (auto& o : outcomes)
-                if (o.code == 0) o = {fin.code, text};
+                if (o.code == 0) o = {fin.code, text, fin.text};
         }
         if (accepted > 0 && fin.code / 100 == 2) co_return true;
         co_await send_all("RSET\r\n");
@@ -403,7 +403,7 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
         if (accepted > 0) {
             set_error("DATA", data);
             for (auto& o : outcomes)
-                if (o.code == 0) o = {data.code, _last_error};
+                if (o.code == 0) o = {data.code, _last_error, data.text};
         }
         co_await send_all("RSET\r\n");
         reply rr = co_await read_reply();
@@ -427,7 +427,7 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
                                             : fmt::format("{} said: {} (in reply to end of DATA command)",
                                                           _peer_name, fin.text);
     for (auto& o : outcomes)
-        if (o.code == 0) o = {fin.code, text};
+        if (o.code == 0) o = {fin.code, text, fin.text};
     co_return true;
 }
 

@@ -47,7 +47,8 @@ namespace ringmail::smtp {
 
 struct delivery_outcome {
     int code = 0;       // SMTP reply code; 0 = no reply (connection trouble)
-    std::string reply;  // one line: "550 5.1.1 <x@y>: user unknown (in reply to RCPT TO)"
+    std::string reply;  // for logs: "mx[192.0.2.1]:25 said: 550 5.1.1 <x@y>: unknown (in reply to RCPT TO)"
+    std::string remote; // the remote reply alone, one line ("550 5.1.1 <x@y>: unknown"); "" if none (DSNs)
 };
 
 struct outbound_message {

@@ -41,6 +41,20 @@ store::retry_policy policy_of(const config& cfg) {
 
 }  // namespace
 
+namespace {
+// "mx.example[192.0.2.1]:25" -> "mx.example"; "[2001:db8::1]:25" -> "2001:db8::1";
+// "192.0.2.1:25" -> "192.0.2.1".
+std::string_view peer_host_name(std::string_view peer) {
+    if (peer.starts_with('[')) {
+        auto close = peer.find(']');
+        return close == std::string_view::npos ? peer : peer.substr(1, close - 1);
+    }
+    if (auto bracket = peer.find('['); bracket != std::string_view::npos) return peer.substr(0, bracket);
+    if (auto colon = peer.rfind(':'); colon != std::string_view::npos) return peer.substr(0, colon);
+    return peer;
+}
+}  // namespace
+
 relay_scheduler::relay_scheduler(engine::shard& shard, std::shared_ptr<const config> cfg, store::spool& spool,
                                  store::group_commit& commit, store::queue_id_generator& ids)
     : _shard(shard), _cfg(std::move(cfg)), _spool(spool), _commit(commit), _ids(ids),
@@ -505,7 +519,7 @@ void relay_scheduler::maybe_forget(destination& d) {
 engine::task<void> relay_scheduler::fail_job(delivery_job job, int code, std::string reply) {
     std::vector<rcpt_result> results;
     results.reserve(job.recipients.size());
-    for (size_t i : job.recipients) results.push_back({i, code, reply});
+    for (size_t i : job.recipients) results.push_back({i, code, reply, {}});
     co_await finish_job(job.id, std::move(results), "none", {}, std::nullopt, {});
 }
 
@@ -534,7 +548,8 @@ engine::task<bool> relay_scheduler::deliver(client& c, delivery_job job) {
     for (size_t k = 0; k < job.recipients.size(); ++k) {
         const auto& o = outcomes[k];
         results.push_back({job.recipients[k], o.code,
-                           o.code != 0 ? o.reply : (c.last_error().empty() ? "lost connection" : c.last_error())});
+                           o.code != 0 ? o.reply : (c.last_error().empty() ? "lost connection" : c.last_error()),
+                           o.remote});
     }
     std::optional<store::read_view> holder(std::move(*view));
     co_await finish_job(job.id, std::move(results), c.peer_name(), c.tls_description(), std::move(holder), *body);
@@ -547,6 +562,8 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
     // The sent line names the TLS version and cipher when the session was
     // encrypted: "tls=TLSv1.3/TLS_AES_256_GCM_SHA384".
     std::replace(tls.begin(), tls.end(), ' ', '/');
+    // The DSN's Remote-MTA is the host's name: "mx.example[192.0.2.1]:25" -> "mx.example".
+    std::string_view remote_mta = relay == "none" ? std::string_view() : peer_host_name(relay);
     auto it = _active.find(id);
     if (it == _active.end()) co_return;
     message_state& st = it->second;
@@ -580,9 +597,9 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
             log::info("{}: to=<{}> relay={} delay={} status={} ({})", qid.view(), to, relay, delay,
                       permanent ? "bounced" : "expired, returned to sender", said);
             if (should_bounce(env, rc))
-                report.push_back(dsn_recipient{rc.address, rc.orcpt,
-                                               relay == "none" ? std::string_view() : std::string_view(relay),
-                                               rc.last_reply,
+                report.push_back(dsn_recipient{rc.address, rc.orcpt, remote_mta,
+                                               r.remote.empty() ? std::string_view(rc.last_reply)
+                                                                : std::string_view(r.remote),
                                                permanent ? dsn_failure::permanent : dsn_failure::expired});
             continue;
         }

@@ -89,7 +89,8 @@ private:
     struct rcpt_result {
         size_t index;
         int code;
-        std::string reply;
+        std::string reply;   // for the log and the queue listing
+        std::string remote;  // the remote server's reply alone, for the DSN ("" = use reply)
     };
 
     void schedule(uint64_t id, int64_t due);

@@ -46,7 +46,10 @@ def test_one_recipient_bounces(daemon, sink):
     assert "message/rfc822" in parts or "text/rfc822-headers" in parts, parts
     assert re.search(r"Final-Recipient:\s*rfc822;\s*carol@example\.test", raw, re.I), raw[:4000]
     assert re.search(r"Action:\s*failed", raw, re.I), raw[:4000]
-    assert re.search(r"Status:\s*5\.\d{1,3}\.\d{1,3}", raw), raw[:4000]
+    # the remote reply's own enhanced code, host and words (RFC 3464 §2.3)
+    assert re.search(r"^Status: 5\.1\.1\r?$", raw, re.M), raw[:4000]
+    assert re.search(r"^Remote-MTA: dns; 127\.0\.0\.1\r?$", raw, re.M), raw[:4000]
+    assert re.search(r"^Diagnostic-Code: smtp; 550 5\.1\.1 sink: no such user here\r?$", raw, re.M), raw[:4000]
     assert "bob@example.test" not in re.findall(r"Final-Recipient:\s*rfc822;\s*(\S+)", raw, re.I)
     # the original headers are attached
     assert f"<{msgid}>" in raw and "Quarterly report 42" in raw, raw[:4000]

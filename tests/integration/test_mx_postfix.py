@@ -518,13 +518,6 @@ def test_postfix_rejects_one_recipient(start_daemon, pf_world, final_sink):
     assert REJECT_TEXT.encode() in re.sub(rb"\r?\n[ \t]+", b" ", data), data[:4000]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ringmaild bug: the DSN of a recipient refused by the remote MTA has Status 5.0.0 "
-    "instead of the reply's 5.1.1, Remote-MTA 'dns; mx.pf.test127.0.0.31PORT' (the peer "
-    "name with [ ] : stripped), Diagnostic-Code 'X-ringmail; mx.pf.test[...]:PORT said: 550 "
-    "...' instead of 'smtp; 550 ...', and 'host X said: X said:' in the text part: the "
-    "stored reply is client::set_error's \"PEER said: TEXT (in reply to STAGE)\", which "
-    "dsn_status() and the Diagnostic-Code check read as if it began with the reply code"))
 def test_bounce_report_fields_from_postfix_reply(start_daemon, pf_world, final_sink):
     """The report's per-recipient fields as RFC 3464 wants them, from Postfix's reply."""
     _, report = reject_one_of_two(start_daemon, pf_world, final_sink)
