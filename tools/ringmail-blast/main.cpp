@@ -50,8 +50,13 @@ int main(int argc, char** argv) {
     send->add_flag("--json", so.json, "print one JSON object at the end");
     send->add_flag("-q,--quiet", so.quiet, "no progress lines");
     send->add_flag("--allow-failures", so.allow_failures, "exit 0 even if some messages were refused or lost");
-    send->add_flag("--starttls", so.starttls, "use STARTTLS (not supported yet)");
-    send->add_option("--auth", so.auth, "AUTH user:password (not supported yet)");
+    send->add_flag("--starttls", so.starttls,
+                   "STARTTLS after EHLO, then EHLO again; everything after it goes through TLS (no certificate "
+                   "check). Exits 1 if the server does not offer STARTTLS");
+    send->add_option("--auth", so.auth,
+                     "USER:PASSWORD: AUTH PLAIN (or LOGIN when PLAIN is not offered) after EHLO (and STARTTLS); a "
+                     "connection not answered 235 ends; exits 1 if none authenticated or AUTH is not offered. "
+                     "Without --starttls the password goes in the clear (a warning is printed)");
 
     sink_options ko;
     auto* sink = app.add_subcommand("sink", "accept and discard mail, verifying checksums and counting");

@@ -27,8 +27,26 @@
 //     A message is refused for a recipient only when every recipient is
 //     refused; a partial refusal counts the message as accepted and the
 //     refused recipients in rcpt_refusals.
-//   - Exit code: 0 when every message was accepted (or --allow-failures),
-//     1 otherwise, 2 for usage errors.
+//   - --starttls: after EHLO, STARTTLS (RFC 3207), a TLS handshake over the
+//     ring (engine/tls.h; any certificate accepted, SNI = the target host
+//     unless it is an address literal) and EHLO again; every later byte
+//     (pipelined windows, BDAT bodies, DATA) goes through the session. A
+//     server that does not offer STARTTLS stops the run (exit 1): a load tool
+//     must not silently measure plain text. A failed STARTTLS or handshake is
+//     a connect error (the connection retries). The plaintext path only pays
+//     a null-pointer test per send and receive.
+//   - --auth user:password: after EHLO (after STARTTLS when used), AUTH PLAIN
+//     with the initial response (RFC 4616, RFC 4954) when offered, else AUTH
+//     LOGIN. Anything but 235 counts an auth failure and ends that connection
+//     (no reconnect). A server without AUTH (or without PLAIN and LOGIN)
+//     stops the run. Without --starttls a warning says the password goes in
+//     the clear (as swaks does), but AUTH is still done.
+//   - Summary and JSON: tls_connections (handshakes done), auth_connections,
+//     auth_failures; "error" when the run was stopped by a fatal condition.
+//   - Exit code: 0 when every message was accepted and no AUTH failed (or
+//     --allow-failures), 1 otherwise, 2 for usage errors. Always 1 when the
+//     run was stopped by a fatal condition or --auth was given and no
+//     connection authenticated.
 #pragma once
 
 #include <cstdint>
@@ -67,8 +85,9 @@ struct send_options {
     bool allow_failures = false;
     std::string helo = "blast.example.test";
     unsigned timeout_s = 60;
-    // Not supported yet (the server has neither): fail clearly when given.
+    // STARTTLS after EHLO (required: the run fails if it is not offered).
     bool starttls = false;
+    // "user:password" (split at the first ':'): AUTH PLAIN or LOGIN.
     std::string auth;
 };
 
