@@ -335,3 +335,21 @@ def test_421_greeting_pauses_the_destination(start_daemon, mx_world):
         assert busy.connections == 1, busy.connections
     finally:
         busy.close()
+
+
+def test_messages_per_connection_limit(start_daemon, mx_world):
+    """max_messages_per_connection = 2: six messages need three connections, and a
+    connection is reused for the second message rather than opened per message."""
+    w = mx_world
+    w.add_mx("reuse.test", 10, "mx.reuse.test", "127.0.0.42")
+    s = w.sink("127.0.0.42")
+    s.data_delay = 0.05
+    d = start_daemon("", config=w.daemon_config({
+        "server": {"shards": 1},
+        "relay": {"smarthost": "", "idle_timeout": "5s"},
+        "delivery": {"max_connections": 1, "max_messages_per_connection": 2}}))
+    for _ in range(6):
+        submit(d, ["m@reuse.test"])
+    s.wait_count(6, 30)
+    assert s.connection_count == 3, w.describe()
+    assert s.max_connections == 1, w.describe()
