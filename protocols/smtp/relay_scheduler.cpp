@@ -96,6 +96,7 @@ void relay_scheduler::set_config(std::shared_ptr<const config> cfg) {
     // Limits follow the new [delivery] / [[shaping]] at once (a rule index
     // that no longer exists falls back to [delivery]).
     for (auto& [key, d] : _destinations) {
+        if (key.starts_with("smarthost ")) continue;  // smarthost_destination() refreshes its own
         if (d->rule < 0 || static_cast<size_t>(d->rule) >= _cfg->shaping.size()) d->set_limits(_cfg->delivery.limits);
         else d->set_limits(_cfg->shaping[static_cast<size_t>(d->rule)].limits);
     }
