@@ -390,8 +390,7 @@ engine::task<void> relay_scheduler::timer_loop() {
 
 // Tries the destination's hosts in order, each address in order (IPv6, then
 // IPv4), until one greets; nullptr when none did.
-engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d) {
-    std::string errors;
+engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d, std::shared_ptr<const config> cfg) {
     auto hosts = d.hosts;  // the list may be replaced while we wait
     for (const auto& h : hosts) {
         for (const auto& a : h.addresses) {
@@ -399,7 +398,7 @@ engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d) {
             client_options options = options_for(d, h);
             std::string peer = h.name != a.host_string() ? fmt::format("{}[{}]:{}", h.name, a.host_string(), a.port())
                                                          : a.to_string();
-            auto c = std::make_unique<client>(*_cfg, a, options);
+            auto c = std::make_unique<client>(*cfg, a, options);
             c->set_peer_name(peer);
             _clients.push_back(c.get());
             bool ok = co_await c->open();
@@ -407,7 +406,7 @@ engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d) {
             if (!ok && c->tls_failed() && options.tls == tls_policy::opportunistic && !_stopping) {
                 // Opportunistic TLS: the same host again, in plain text.
                 log::info("delivery to {}: {}; retrying without TLS", d.key, c->last_error());
-                c = std::make_unique<client>(*_cfg, a, options.without_tls());
+                c = std::make_unique<client>(*cfg, a, options.without_tls());
                 c->set_peer_name(peer);
                 _clients.push_back(c.get());
                 bool plain = co_await c->open();
@@ -430,13 +429,15 @@ engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d) {
 engine::task<void> relay_scheduler::connection_loop(destination& d) {
     int64_t wait_ms = d.connection_rate.take(steady_us());
     while (wait_ms > 0 && !_stopping) {
-        engine::sleep_op pace{std::chrono::milliseconds(wait_ms)};
-        co_await pace;
+        co_await pace(d, wait_ms);
         wait_ms = d.connection_rate.take(steady_us());
     }
+    // The clients keep a reference to the configuration: hold it for the
+    // connection's life, whatever a SIGHUP does meanwhile.
+    std::shared_ptr<const config> cfg = _cfg;
     std::unique_ptr<client> c;
     if (!_stopping) {
-        std::unique_ptr<client> opened = co_await connect(d);
+        std::unique_ptr<client> opened = co_await connect(d, cfg);
         c = std::move(opened);
     }
     if (!c) {
@@ -482,8 +483,7 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
             }
             int64_t pace_ms = d.message_rate.take(steady_us());
             if (pace_ms > 0) {
-                engine::sleep_op pace{std::chrono::milliseconds(pace_ms)};
-                co_await pace;
+                co_await pace(d, pace_ms);
                 continue;
             }
             delivery_job job = std::move(d.ready.front());
@@ -500,6 +500,16 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
     _shard.release();
     if (!d.ready.empty()) kick(d);
     else maybe_forget(d);
+}
+
+// Waits for a rate limit's next permit; shutdown (or new work) ends the wait
+// early, the caller then asks the limit again.
+engine::task<void> relay_scheduler::pace(destination& d, int64_t ms) {
+    engine::sleep_op wait{std::chrono::milliseconds(ms)};
+    d.idle.push_back(&wait);
+    co_await wait;
+    auto it = std::find(d.idle.begin(), d.idle.end(), &wait);
+    if (it != d.idle.end()) d.idle.erase(it);
 }
 
 // Once a minute: paused destinations nobody used since their pause ended.

@@ -106,7 +106,7 @@ private:
     void kick(destination& d);
     engine::task<void> timer_loop();
     engine::task<void> connection_loop(destination& d);
-    engine::task<std::unique_ptr<client>> connect(destination& d);
+    engine::task<std::unique_ptr<client>> connect(destination& d, std::shared_ptr<const config> cfg);
     engine::task<bool> deliver(client& c, delivery_job job);
     // Every recipient of `job` gets the same result (no connection, DNS, pause).
     engine::task<void> fail_job(delivery_job job, int code, std::string reply);
@@ -115,6 +115,7 @@ private:
     // When it was the message's last job, removes or reschedules it.
     engine::task<void> finish_job(uint64_t id, std::vector<rcpt_result> results, std::string relay,
                                   std::string tls, std::optional<store::read_view> view, std::string_view body);
+    engine::task<void> pace(destination& d, int64_t ms);
     void maybe_forget(destination& d);
     void forget_idle_destinations();
     engine::dns::cache* dns();

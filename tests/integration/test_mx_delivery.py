@@ -353,3 +353,20 @@ def test_messages_per_connection_limit(start_daemon, mx_world):
     s.wait_count(6, 30)
     assert s.connection_count == 3, w.describe()
     assert s.max_connections == 1, w.describe()
+
+
+def test_rate_limited_destination_does_not_hold_up_shutdown(start_daemon, mx_world):
+    w = mx_world
+    w.add_mx("trickle.test", 10, "mx.trickle.test", "127.0.0.43")
+    s = w.sink("127.0.0.43")
+    d = start_daemon("", config=w.daemon_config({
+        "server": {"shards": 1},
+        "shaping": [{"domain": "trickle.test", "message_rate": "1/h"}]}))
+    ids = [submit(d, ["t@trickle.test"]) for _ in range(2)]
+    s.wait_count(1, 20)
+    time.sleep(0.5)
+    assert len(s.snapshot()) == 1  # the second waits for the next permit
+    assert d.terminate() == 0
+    assert "shutdown timeout" not in d.log(), d.stderr_tail(30)
+    # The waiting message is still queued for the next start.
+    assert ids[1] in {m["id"] for m in d.queue_json()["messages"]}
