@@ -38,6 +38,7 @@ namespace {
 constexpr const char* envelope_db_name = "envelope";
 constexpr const char* body_db_name = "body";
 constexpr unsigned max_named_dbs = 4;
+constexpr unsigned max_readers = 16384;  // concurrent read transactions per spool
 
 spool_error classify(int rc) {
     switch (rc) {
@@ -218,6 +219,10 @@ result<spool, spool_error> spool::open_env(const std::string& dir, size_t map_si
     } guard{env};
 
     if (int rc = mdb_env_set_maxdbs(env, max_named_dbs)) return fail(rc);
+    // A delivery keeps its read transaction open while the body is sent from
+    // the map, so a shard needs a slot per concurrent delivery (LMDB's
+    // default is 126). 64 bytes a slot in the lock file.
+    if (int rc = mdb_env_set_maxreaders(env, max_readers)) return fail(rc);
     // Read-only: map size 0 adopts the size recorded by the writer.
     if (!read_only) {
         if (int rc = mdb_env_set_mapsize(env, map_size_bytes)) return fail(rc);

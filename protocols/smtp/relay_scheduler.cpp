@@ -120,6 +120,9 @@ void relay_scheduler::flush() {
         d->paused_until_us = 0;
         d->failures = 0;
     }
+    // Retry now means ask DNS again too: a remembered SERVFAIL would defer
+    // everything once more.
+    if (_dns) _dns->clear();
     activate_waiting();
 }
 
@@ -444,15 +447,19 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
         if (!_stopping) {
             // Every host failed: pause the destination (growing intervals) and
             // defer what waits for it, rather than each job trying on its own.
-            d.failures += 1;
+            // Connections failing together are one failed round: only the
+            // first of them lengthens the pause.
+            if (!d.paused(steady_us())) d.failures += 1;
             d.proven = false;
             auto base = std::chrono::duration_cast<std::chrono::microseconds>(_cfg->delivery.backoff_min).count();
             auto cap = std::chrono::duration_cast<std::chrono::microseconds>(_cfg->delivery.backoff_max).count();
             int64_t pause = base;
             for (unsigned i = 1; i < d.failures && pause < cap; ++i) pause *= 2;
             pause = std::min(pause, cap);
-            d.paused_until_us = steady_us() + pause;
-            log::warning("destination {} paused for {} s: {}", d.key, pause / 1'000'000, d.pause_reason);
+            if (!d.paused(steady_us())) {
+                d.paused_until_us = steady_us() + pause;
+                log::warning("destination {} paused for {} s: {}", d.key, pause / 1'000'000, d.pause_reason);
+            }
             std::deque<delivery_job> jobs;
             jobs.swap(d.ready);
             std::string why = d.pause_reason;
@@ -539,11 +546,16 @@ engine::task<bool> relay_scheduler::deliver(client& c, delivery_job job) {
     if (it == _active.end()) co_return true;
     const store::envelope& env = it->second.env;  // stable: erased only after this job finishes
     auto view = _spool.begin_read();
-    std::optional<std::string_view> body;
-    if (view) {
-        auto b = view->body(job.id);
-        if (b) body = *b;
+    if (!view) {
+        // No read transaction (e.g. every reader slot busy): try again later,
+        // never drop the job (the message would sit unscheduled until restart).
+        std::string why = fmt::format("cannot read the queue: {}", store::to_string(view.error()));
+        log::error("{}: {}", store::to_hex(job.id).view(), why);
+        co_await fail_job(std::move(job), 0, std::move(why));
+        co_return true;
     }
+    std::optional<std::string_view> body;
+    if (auto b = view->body(job.id)) body = *b;
     if (!body) {
         // Removed meanwhile: nothing to record (an update would recreate it).
         log::warning("{}: not in the queue any more", store::to_hex(job.id).view());

@@ -370,3 +370,36 @@ def test_rate_limited_destination_does_not_hold_up_shutdown(start_daemon, mx_wor
     assert "shutdown timeout" not in d.log(), d.stderr_tail(30)
     # The waiting message is still queued for the next start.
     assert ids[1] in {m["id"] for m in d.queue_json()["messages"]}
+
+
+def test_more_concurrent_deliveries_than_lmdb_default_readers(start_daemon, mx_world):
+    """Each delivery holds a read transaction while its body is sent from the map;
+    160 at once on one shard exceeded LMDB's default 126 reader slots, and the jobs
+    that found no slot were dropped until a restart."""
+    import threading
+    w = mx_world
+    w.add_mx("wide.test", 10, "mx.wide.test", "127.0.0.44")
+    s = w.sink("127.0.0.44")
+    s.data_delay = 1.5
+    d = start_daemon("", config=w.daemon_config({
+        "server": {"shards": 1},
+        "smtp": {"max_connections_per_ip": 0},
+        "delivery": {"max_connections": 200}}))
+    errors = []
+
+    def client(n):
+        try:
+            for _ in range(n):
+                submit(d, ["r@wide.test"])
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    threads = [threading.Thread(target=client, args=(18,)) for _ in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    s.wait_count(180, 60)
+    assert s.max_connections > 126, w.describe()
+    d.wait_queue_empty(20)
+    assert "cannot read the queue" not in d.log()
