@@ -8,6 +8,7 @@
 #include <wolfssl/ssl.h>
 #include <wolfssl/error-ssl.h>
 #include <wolfssl/wolfcrypt/error-crypt.h>
+#include <wolfssl/wolfcrypt/ecc.h>
 
 #include <arpa/inet.h>
 #include <unistd.h>
@@ -156,7 +157,21 @@ tls_result<std::shared_ptr<context>> shared_client_context(const context_options
 // ---------------------------------------------------------------------------
 // session
 
+namespace {
+// wolfSSL (built with FP_ECC, as Debian's is) keeps a fixed-point ECC cache
+// per thread that only wc_ecc_fp_free() on that thread releases: do it when
+// a thread that ran a handshake ends.
+struct thread_ecc_cache {
+    ~thread_ecc_cache() { wc_ecc_fp_free(); }
+};
+void release_ecc_cache_at_thread_exit() {
+    thread_local thread_ecc_cache cache;
+    (void)cache;
+}
+}  // namespace
+
 tls_result<std::unique_ptr<session>> session::create(std::shared_ptr<context> ctx, int fd) {
+    release_ecc_cache_at_thread_exit();
     WOLFSSL* ssl = wolfSSL_new(ctx->raw());
     if (!ssl) return unexpected{error{errc::setup, "wolfSSL_new failed (out of memory?)"}};
     return std::unique_ptr<session>(new session(std::move(ctx), ssl, fd));
