@@ -31,6 +31,7 @@ struct delivery_job {
 
 struct destination_host {
     std::string name;                          // "mx1.example.com", or the smarthost address
+    uint16_t preference = 0;                   // MX preference (equal ones are shuffled per connection)
     std::vector<net::socket_address> addresses;  // with the port to connect to
 };
 

@@ -301,7 +301,7 @@ destination& relay_scheduler::destination_for(const engine::dns::route& r, std::
         // Idle: take the latest answer (TTLs, the order among equal MX).
         d.hosts.clear();
         for (const auto& h : r.hosts) {
-            destination_host dh{h.name, h.addresses};
+            destination_host dh{h.name, h.preference, h.addresses};
             for (auto& a : dh.addresses) a.set_port(cfg.delivery.smtp_port);
             d.hosts.push_back(std::move(dh));
         }
@@ -325,7 +325,7 @@ destination& relay_scheduler::smarthost_destination(int egress) {
         slot = std::make_unique<destination>();
         slot->key = key;
         slot->egress = egress;
-        slot->hosts.push_back(destination_host{cfg.relay.smarthost->host_string(), {*cfg.relay.smarthost}});
+        slot->hosts.push_back(destination_host{cfg.relay.smarthost->host_string(), 0, {*cfg.relay.smarthost}});
     }
     destination_limits l = cfg.delivery.limits;
     l.max_connections = cfg.relay.pool_size;
@@ -395,6 +395,14 @@ engine::task<void> relay_scheduler::timer_loop() {
 // IPv4), until one greets; nullptr when none did.
 engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d, std::shared_ptr<const config> cfg) {
     auto hosts = d.hosts;  // the list may be replaced while we wait
+    // RFC 5321 §5.1: random order among equal preferences, drawn per
+    // connection so the load spreads over them (the list is sorted).
+    for (size_t i = 0; i < hosts.size();) {
+        size_t j = i;
+        while (j < hosts.size() && hosts[j].preference == hosts[i].preference) ++j;
+        std::shuffle(hosts.begin() + static_cast<long>(i), hosts.begin() + static_cast<long>(j), _rng);
+        i = j;
+    }
     for (const auto& h : hosts) {
         for (const auto& a : h.addresses) {
             if (_stopping) co_return nullptr;

@@ -403,3 +403,22 @@ def test_more_concurrent_deliveries_than_lmdb_default_readers(start_daemon, mx_w
     assert s.max_connections > 126, w.describe()
     d.wait_queue_empty(20)
     assert "cannot read the queue" not in d.log()
+
+
+def test_equal_preference_mx_hosts_share_the_load(start_daemon, mx_world):
+    """Two MX hosts of equal preference: each new connection draws the order anew,
+    so both get mail (20 connections all choosing one host: 2 ** -19)."""
+    w = mx_world
+    w.add_mx("pair.test", 10, "mxa.pair.test", "127.0.0.45")
+    w.add_mx("pair.test", 10, "mxb.pair.test", "127.0.0.46")
+    w.add_mx("pair.test", 20, "backup.pair.test", "127.0.0.47")
+    a, b, backup = w.sink("127.0.0.45"), w.sink("127.0.0.46"), w.sink("127.0.0.47")
+    a.data_delay = b.data_delay = 0.1  # work stays queued: the destination lives on
+    d = start_daemon("", config=w.daemon_config({
+        "server": {"shards": 1},
+        "delivery": {"max_messages_per_connection": 1, "max_connections": 1}}))
+    for _ in range(20):
+        submit(d, ["e@pair.test"])
+    a.wait_for(lambda ms: len(ms) + len(b.snapshot()) >= 20, 30, "20 messages over both")
+    assert len(a.snapshot()) > 0 and len(b.snapshot()) > 0, w.describe()
+    assert backup.snapshot() == []  # the higher preference only when both fail
