@@ -184,6 +184,7 @@ private:
     // `text`, when given, gets the reply's lines (joined by " / ").
     engine::task<int> read_reply(bool keep_caps = false, std::string* text = nullptr);
     engine::task<bool> send_all(std::string_view data);
+    engine::task<int> command(std::string line, std::string* text);
     engine::task<bool> send_iov(std::vector<iovec>& iov);
     bool take_index(uint64_t& idx);
     void build_message(uint64_t idx);
@@ -448,37 +449,21 @@ engine::task<connection::open_result> connection::authenticate(const net::socket
     int code = 0;
     if (_auth_plain) {
         // RFC 4954 §4: the initial response saves a round trip.
-        std::string cmd = "AUTH PLAIN " + _st.auth_plain + "\r\n";
-        bool sent = co_await send_all(cmd);
-        if (sent) {
-            int reply = co_await read_reply(false, &text);
-            code = reply;
-        }
+        std::string cmd = "AUTH PLAIN " + _st.auth_plain + "\r\n";  // named: no temporaries in co_await (GCC 12)
+        int reply = co_await command(cmd, &text);
+        code = reply;
     } else {
         // LOGIN: 334 for the user name, 334 for the password, then the verdict.
-        bool sent = co_await send_all("AUTH LOGIN\r\n");
-        int reply = 0;
-        if (sent) {
-            int r1 = co_await read_reply(false, &text);
-            reply = r1;
-        }
+        int reply = co_await command("AUTH LOGIN\r\n", &text);
         if (reply == 334) {
             std::string user = _st.auth_user + "\r\n";
-            bool user_sent = co_await send_all(user);
-            reply = 0;
-            if (user_sent) {
-                int r2 = co_await read_reply(false, &text);
-                reply = r2;
-            }
+            int after_user = co_await command(user, &text);
+            reply = after_user;
         }
         if (reply == 334) {
             std::string password = _st.auth_password + "\r\n";
-            bool password_sent = co_await send_all(password);
-            reply = 0;
-            if (password_sent) {
-                int r3 = co_await read_reply(false, &text);
-                reply = r3;
-            }
+            int after_password = co_await command(password, &text);
+            reply = after_password;
         }
         code = reply;
     }
@@ -493,6 +478,14 @@ engine::task<connection::open_result> connection::authenticate(const net::socket
     std::string why = code == 0 ? std::string("no reply (connection lost or timeout)") : text;
     _ctx.last_auth_error = fmt::format("{}: AUTH {}: {}", peer, mechanism, why);
     co_return open_result::give_up;
+}
+
+// One command line and its reply code; 0 when the connection was lost.
+engine::task<int> connection::command(std::string line, std::string* text) {
+    bool sent = co_await send_all(line);
+    if (!sent) co_return 0;
+    int code = co_await read_reply(false, text);
+    co_return code;
 }
 
 engine::task<void> connection::quit() {
