@@ -84,12 +84,18 @@ void group_commit::thread_main() {
     std::vector<spool_op> ops;
     std::unique_lock lock(_mutex);
     bool idle = true;
+    // Moving average of how long a commit takes on this disk (starts at the
+    // window, so the first batches wait the configured time).
+    std::chrono::microseconds recent_commit = _window;
     for (;;) {
         _cv.wait(lock, [this] { return !_incoming.empty() || _quit; });
         if (_incoming.empty()) return;  // quit, nothing left
         if (idle && _window.count() > 0 && _incoming.size() < _max_batch && !_quit) {
-            // First op after a quiet spell: give others a moment to join.
-            _cv.wait_for(lock, _window, [this] { return _incoming.size() >= _max_batch || _quit; });
+            // First op after a quiet spell: give others a moment to join, but
+            // no longer than a commit has been taking: waiting longer than the
+            // disk adds latency without making the next batch any cheaper.
+            auto wait = std::min<std::chrono::microseconds>(_window, recent_commit);
+            _cv.wait_for(lock, wait, [this] { return _incoming.size() >= _max_batch || _quit; });
         }
         size_t n = std::min(_incoming.size(), _max_batch);
         batch.assign(_incoming.begin(), _incoming.begin() + static_cast<long>(n));
@@ -105,6 +111,7 @@ void group_commit::thread_main() {
         _transactions.fetch_add(1, std::memory_order_relaxed);
         _ops_done.fetch_add(n, std::memory_order_relaxed);
         _apply_us.fetch_add(static_cast<uint64_t>(us.count()), std::memory_order_relaxed);
+        recent_commit = (3 * recent_commit + us) / 4;
 
         lock.lock();
         _finished.insert(_finished.end(), batch.begin(), batch.end());
