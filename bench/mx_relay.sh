@@ -69,6 +69,8 @@ if [[ "${MXBENCH_IN_NS:-}" != 1 ]]; then
 fi
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
 RINGMAILD="${RINGMAILD:-$REPO_ROOT/build/tools/ringmaild}"
 BLAST="${BLAST:-$REPO_ROOT/build/tools/ringmail-blast}"
 RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/bench/results}"
@@ -235,7 +237,7 @@ run_load() {
     PIDS+=("$blast_pid")
     wait "$blast_pid" || blast_rc=$?
     wait "$SINK_PID" || sink_rc=$?
-    local t_inj t_e2e; t_inj=$(cat "$TMP/blast-$label.end"); t_e2e=$(cat "$TMP/sink-$label.end")
+    local t_inj t_e2e; t_inj=$(cat "$TMP/blast-$label.end"); t_e2e=$(sink_done_at "$SINK_JSON" "$TMP/sink-$label.end")
     local hwm_kb=null pss_kb=null nproc=null cpu_ticks
     case $sys in
         ringmail) c1=$(proc_ticks "$SERVER_PID"); hwm_kb=$(proc_status "$SERVER_PID" VmHWM) ;;

@@ -60,6 +60,8 @@ done
 (( MX_HOSTS <= 250 )) || { echo "--mx-hosts must be at most 250" >&2; exit 2; }
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
 RINGMAILD="${RINGMAILD:-$REPO_ROOT/build/tools/ringmaild}"
 RINGMAILCTL="${RINGMAILCTL:-$REPO_ROOT/build/tools/ringmailctl}"
 BLAST="${BLAST:-$REPO_ROOT/build/tools/ringmail-blast}"
@@ -260,7 +262,7 @@ EOF
         sleep 1
     done
     wait "$sink_pid" || sink_rc=$?
-    local t_end; t_end=$(cat "$base/sink.end")
+    local t_end; t_end=$(sink_done_at "$base/sink.json" "$base/sink.end")
     local c2; c2=$(proc_ticks "$pid")
     local q_drain; q_drain=$(( $(dns_queries) - q1 ))
     local hwm_end; hwm_end=$(proc_status "$pid" VmHWM)

@@ -48,6 +48,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
 RINGMAILD="${RINGMAILD:-$REPO_ROOT/build/tools/ringmaild}"
 BLAST="${BLAST:-$REPO_ROOT/build/tools/ringmail-blast}"
 RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/bench/results}"
@@ -219,7 +221,7 @@ run_cell() {
     wait "$blast_pid" || blast_rc=$?
     wait "$sink_pid" || sink_rc=$?
     t_inj=$(cat "$TMP/blast-$label.end")
-    t_e2e=$(cat "$TMP/sink-$label.end")
+    t_e2e=$(sink_done_at "$sink_json" "$TMP/sink-$label.end")
     local rss_kb=null hwm_kb=null pss_kb=null nproc=null cpu_ticks=null
     case $sys in
         ringmail) c1=$(ringmaild_ticks "$SERVER_PID"); cpu_ticks=$((c1 - c0))

@@ -127,9 +127,11 @@ SINK_FIELDS = ("messages", "seconds", "checksum_failures", "duplicates", "per_do
 # --------------------------------------------------------------------------- send -> sink
 def test_send_to_sink_counts_match(blast_sink):
     sink = blast_sink("--expect", "2000")
+    before = time.time()
     rc, sent, err = blast_send(sink.address, "--connections", "10", "--messages", "2000", "--size", "4096",
                                "--domains", "3")
     got = sink.wait()
+    after = time.time()
     for f in SEND_FIELDS:
         assert f in sent, f"send JSON lacks {f}: {sent}"
     for f in SINK_FIELDS:
@@ -141,6 +143,8 @@ def test_send_to_sink_counts_match(blast_sink):
     assert got["checksum_failures"] == 0 and got["checksum_ok"] == 2000, got
     assert got["duplicates"] == 0, got
     assert got["per_domain"] == {"d1.example.test": 667, "d2.example.test": 667, "d3.example.test": 666}, got
+    # When the 2000th message was counted (benchmarks time runs to it): inside the run.
+    assert before < got["expect_reached_at"] < after, (before, got["expect_reached_at"], after)
 
 
 def test_send_bdat_sizes_and_rcpts_to_sink(blast_sink):

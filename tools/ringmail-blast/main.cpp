@@ -63,7 +63,7 @@ int main(int argc, char** argv) {
     sink->add_option("--listen", ko.listen, "address(es) to listen on, comma list (loopback only)")
         ->capture_default_str();
     sink->add_option("--threads", ko.threads, "engine shards (SO_REUSEPORT)")->capture_default_str();
-    sink->add_option("--expect", ko.expect, "exit after this many messages were accepted");
+    sink->add_option("--expect", ko.expect, "exit after this many messages were accepted (JSON: expect_reached_at, when)");
     sink->add_option("--duration", ko.duration_s, "exit after this many seconds");
     sink->add_flag("--json", ko.json, "print one JSON object at the end");
     sink->add_flag("-q,--quiet", ko.quiet, "no progress lines");
