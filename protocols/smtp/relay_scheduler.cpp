@@ -154,7 +154,7 @@ void relay_scheduler::activate(uint64_t id) {
         }
         env.emplace(std::move(*decoded));
     }  // the read ends before any routing
-    auto& st = _active.emplace(id, message_state{std::move(*env), 0, -1}).first->second;
+    auto& st = _active.emplace(id, message_state{std::move(*env), 0, -1, {}}).first->second;
     st.egress = egress_for(st.env);
 
     if (_cfg->relay.smarthost) {
@@ -587,6 +587,15 @@ engine::task<bool> relay_scheduler::deliver(client& c, delivery_job job) {
     co_return reusable;
 }
 
+// The envelope as stored while other jobs of the message are still out: the
+// recipients that failed in this round are written as pending, since their
+// DSN is sent only by the message's last job (a crash before it retries them).
+void relay_scheduler::encode_reporting_later(message_state& st, std::string& out) {
+    for (const auto& f : st.to_report) st.env.recipients[f.index].state = store::rcpt_state::pending;
+    store::encode(st.env, out);
+    for (const auto& f : st.to_report) st.env.recipients[f.index].state = store::rcpt_state::failed;
+}
+
 engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_result> results, std::string relay,
                                                std::string tls, std::optional<store::read_view> view,
                                                std::string_view body) {
@@ -604,8 +613,7 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
     int64_t delay = now - env.received_at;
     auto policy = policy_of(*_cfg);
     bool is_expired = store::expired(policy, env.received_at, now);
-    std::vector<dsn_recipient> report;
-    bool settled = false;  // some recipient delivered or failed for good
+    bool delivered = false;  // some recipient delivered in this job
     for (const auto& r : results) {
         auto& rc = env.recipients[r.index];
         rc.last_reply = r.reply;
@@ -613,7 +621,7 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
         auto said = log::escaped(r.reply, 512);
         if (r.code / 100 == 2) {
             rc.state = store::rcpt_state::delivered;
-            settled = true;
+            delivered = true;
             if (tls.empty())
                 log::info("{}: to=<{}> relay={} delay={} status=sent ({})", qid.view(), to, relay, delay, said);
             else
@@ -623,27 +631,45 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
         }
         if (r.code / 100 == 5 || is_expired) {
             rc.state = store::rcpt_state::failed;
-            settled = true;
             bool permanent = r.code / 100 == 5;
             log::info("{}: to=<{}> relay={} delay={} status={} ({})", qid.view(), to, relay, delay,
                       permanent ? "bounced" : "expired, returned to sender", said);
-            if (should_bounce(env, rc))
-                report.push_back(dsn_recipient{rc.address, rc.orcpt, remote_mta,
-                                               r.remote.empty() ? std::string_view(rc.last_reply)
-                                                                : std::string_view(r.remote),
-                                               permanent ? dsn_failure::permanent : dsn_failure::expired});
+            st.to_report.push_back(unreported_failure{r.index, std::string(remote_mta),
+                                                      r.remote.empty() ? rc.last_reply : r.remote,
+                                                      permanent ? dsn_failure::permanent : dsn_failure::expired});
             continue;
         }
         env.last_error = r.reply;
         log::info("{}: to=<{}> relay={} delay={} status=deferred ({})", qid.view(), to, relay, delay, said);
     }
 
-    // Bounce first, then record the outcome: a crash in between gives a
-    // duplicate DSN at worst, never a lost one.
+    if (--st.outstanding > 0) {
+        // Other jobs of this message are still out. Record deliveries now, so a
+        // crash does not deliver them twice; failures wait for the message's
+        // last job, which reports them all in one DSN, and are stored as still
+        // pending until then, so a crash retries them rather than losing the
+        // bounce.
+        view.reset();
+        if (!delivered) co_return;
+        std::string record;
+        encode_reporting_later(st, record);
+        auto r = co_await _commit.commit(store::spool_op{store::spool_op::kind::update, id, record, {}});
+        if (!r) log::error("{}: cannot record the delivery outcome: {}", qid.view(), store::to_string(r.error()));
+        co_return;
+    }
+
+    // The message's last job. Bounce first, then record the outcome: a crash
+    // in between gives a duplicate DSN at worst, never a lost one.
+    std::vector<dsn_recipient> report;
+    for (const auto& f : st.to_report) {
+        const auto& rc = env.recipients[f.index];
+        if (should_bounce(env, rc)) report.push_back(dsn_recipient{rc.address, rc.orcpt, f.remote_mta, f.diagnostic, f.failure});
+    }
     std::string dsn;
     uint64_t dsn_id = 0;
     if (!report.empty()) {
         if (!view) {
+            view.reset();
             auto opened = _spool.begin_read();
             if (opened) {
                 auto b = opened->body(id);
@@ -658,6 +684,7 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
     // Everything that needs the stored body is done: end the read transaction
     // before waiting on commits, so old pages can be reused.
     view.reset();
+    report.clear();
     if (!dsn.empty()) {
         store::envelope denv;
         denv.id = dsn_id;
@@ -680,20 +707,8 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
         }
     }
 
-    // `st` stays valid until this job is counted out below.
-    message_state& state = _active.find(id)->second;
-    if (--state.outstanding > 0) {
-        // Other jobs of this message are still out: record what settled now,
-        // so a crash does not deliver (or bounce) it twice.
-        if (!settled) co_return;
-        std::string record;
-        store::encode(state.env, record);
-        auto r = co_await _commit.commit(store::spool_op{store::spool_op::kind::update, id, record, {}});
-        if (!r) log::error("{}: cannot record the delivery outcome: {}", qid.view(), store::to_string(r.error()));
-        co_return;
-    }
-    // The message's last job: remove it, or count the attempt and reschedule.
-    store::envelope done = std::move(state.env);
+    // Remove the message, or count the attempt and reschedule it.
+    store::envelope done = std::move(_active.find(id)->second.env);
     _active.erase(id);
     bool pending = std::any_of(done.recipients.begin(), done.recipients.end(),
                                [](const store::recipient& rc) { return rc.state == store::rcpt_state::pending; });

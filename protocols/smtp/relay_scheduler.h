@@ -48,6 +48,7 @@
 #include "engine/task.h"
 #include "protocols/smtp/client.h"
 #include "protocols/smtp/destination.h"
+#include "protocols/smtp/dsn.h"
 #include "store/envelope.h"
 #include "store/group_commit.h"
 #include "store/queue_id.h"
@@ -80,10 +81,19 @@ public:
     static constexpr size_t active_limit = 20'000;
 
 private:
+    // A recipient that failed for good in this round and is to be reported to
+    // the sender: one DSN per message and round, sent by its last job.
+    struct unreported_failure {
+        size_t index;             // into env.recipients
+        std::string remote_mta;   // "" = local decision (DNS, expiry)
+        std::string diagnostic;   // the remote reply, or ours
+        dsn_failure failure;
+    };
     struct message_state {
         store::envelope env;
         unsigned outstanding = 0;  // jobs routed or in flight
         int egress = -1;           // [[egress]] index, -1 = none
+        std::vector<unreported_failure> to_report;
     };
     // One recipient's result: code 0 means no answer (temporary).
     struct rcpt_result {
@@ -113,6 +123,7 @@ private:
     // Applies a job's results to the message, bounces what failed (DSN),
     // records the outcome durably; ends `view` once the body is not needed.
     // When it was the message's last job, removes or reschedules it.
+    static void encode_reporting_later(message_state& st, std::string& out);
     engine::task<void> finish_job(uint64_t id, std::vector<rcpt_result> results, std::string relay,
                                   std::string tls, std::optional<store::read_view> view, std::string_view body);
     engine::task<void> pace(destination& d, int64_t ms);

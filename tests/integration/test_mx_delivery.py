@@ -258,6 +258,35 @@ def test_mixed_outcomes_in_one_message(start_daemon, mx_world):
     assert len(ok.snapshot()) == 1 and len(dsns(home)) == 1
 
 
+def test_failures_at_several_domains_make_one_dsn(start_daemon, mx_world):
+    """Recipients at different domains are separate deliveries, but the sender gets one
+    DSN per message listing every failed recipient (as from Postfix), not one per domain."""
+    w = mx_world
+    home = origin(w)
+    w.add_mx("ok.test", 10, "mx.ok.test", "127.0.0.16")
+    ok = w.sink("127.0.0.16")
+    w.add_mx("refuses.test", 10, "mx.refuses.test", "127.0.0.18")
+    refuses = w.sink("127.0.0.18", behaviour="reject")  # 550 at RCPT
+    w.dns.set_zone("nullmx.test", [("MX", 0, ".")])
+    d = start_daemon("", config=w.config)
+    qid = submit(d, ["a@ok.test", "b@nullmx.test", "c@nosuch.test", "d@refuses.test"])
+    ok.wait_count(1, 20)
+    d.wait_log(rf"{qid}: removed")
+    home.wait_for(lambda ms: dsns(home), 20, "a DSN")
+    time.sleep(0.5)  # a second DSN, if any, would be on its way by now
+    reports = dsns(home)
+    assert len(reports) == 1, [r.data[:300] for r in reports]
+    report = reports[0].data
+    for rcpt, status in ((b"b@nullmx.test", b"5.1.10"), (b"c@nosuch.test", b"5.1.2"), (b"d@refuses.test", b"5.7.1")):
+        field = b"Final-Recipient: rfc822; " + rcpt
+        assert field in report, (rcpt, report[:2000])
+        assert b"Status: " + status in report.split(field)[1].split(b"Final-Recipient")[0], (rcpt, report[:3000])
+    assert b"a@ok.test" not in report.split(b"message/delivery-status")[1].split(b"\r\n\r\n--")[0]
+    assert report.count(b"Action: failed") == 3, report[:3000]
+    assert report.count(b"Remote-MTA: dns; mx.refuses.test") == 1, report[:3000]
+    assert refuses.snapshot() == []
+
+
 def test_egress_source_address_and_ehlo_by_sender_domain(start_daemon, mx_world):
     w = mx_world
     w.add_mx("dest.test", 10, "mx.dest.test", "127.0.0.18")
