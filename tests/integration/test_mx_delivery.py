@@ -287,6 +287,35 @@ def test_failures_at_several_domains_make_one_dsn(start_daemon, mx_world):
     assert refuses.snapshot() == []
 
 
+def test_failure_waits_for_the_other_deliveries_and_survives_a_crash(start_daemon, mx_world):
+    """A recipient that failed while another domain's delivery is still out is not
+    reported yet; if the daemon dies meanwhile, the restart retries it and the sender
+    still gets exactly one DSN for it (never none)."""
+    w = mx_world
+    home = origin(w)
+    w.add_mx("slow.test", 10, "mx.slow.test", "127.0.0.19")
+    slow = w.sink("127.0.0.19")
+    slow.data_delay = 30.0  # the end of DATA is held: that delivery stays out
+    w.dns.set_zone("nullmx.test", [("MX", 0, ".")])
+    d = start_daemon("", config=w.config)
+    qid = submit(d, ["a@slow.test", "b@nullmx.test"])
+    d.wait_log(rf"{qid}: to=<b@nullmx\.test> relay=none .*status=bounced")
+    time.sleep(0.5)
+    assert dsns(home) == []  # held back for the message's other delivery
+    d.kill9()
+    slow.data_delay = 0.0
+    d.restart()
+    d.ctl("queue", "flush")
+    home.wait_for(lambda ms: dsns(home), 20, "the DSN after the restart")
+    d.wait_log(rf"{qid}: removed")
+    time.sleep(0.5)
+    reports = dsns(home)
+    assert len(reports) == 1, [r.data[:300] for r in reports]
+    assert b"Final-Recipient: rfc822; b@nullmx.test" in reports[0].data
+    assert b"a@slow.test" not in reports[0].data.split(b"message/delivery-status")[1].split(b"\r\n\r\n--")[0]
+    assert [m.rcpt_tos for m in slow.snapshot()][-1] == ["a@slow.test"]
+
+
 def test_egress_source_address_and_ehlo_by_sender_domain(start_daemon, mx_world):
     w = mx_world
     w.add_mx("dest.test", 10, "mx.dest.test", "127.0.0.18")
