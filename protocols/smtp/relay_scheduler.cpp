@@ -663,13 +663,13 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
     std::vector<dsn_recipient> report;
     for (const auto& f : st.to_report) {
         const auto& rc = env.recipients[f.index];
-        if (should_bounce(env, rc)) report.push_back(dsn_recipient{rc.address, rc.orcpt, f.remote_mta, f.diagnostic, f.failure});
+        if (should_bounce(env, rc))
+            report.push_back(dsn_recipient{rc.address, rc.orcpt, f.remote_mta, f.diagnostic, f.failure});
     }
     std::string dsn;
     uint64_t dsn_id = 0;
     if (!report.empty()) {
         if (!view) {
-            view.reset();
             auto opened = _spool.begin_read();
             if (opened) {
                 auto b = opened->body(id);
