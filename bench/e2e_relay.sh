@@ -21,6 +21,11 @@
 # RESULTS_DIR (default bench/results), KEEP_TMP=1 to keep the temp dir.
 set -euo pipefail
 
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_NAME=e2e
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
+
 MESSAGES=20000
 SESSIONS=50
 SIZE=4096
@@ -29,7 +34,7 @@ SINK=count           # count (bench/count_sink.c, compiled here) | smtp-sink (Po
 TIMEOUT=900          # hard deadline for one phase (seconds)
 STALL=60             # fail a phase if the sink count does not move for this long
 
-usage() { sed -n '2,5p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { header_usage 5 "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --messages) MESSAGES="$2"; shift 2 ;;
@@ -44,122 +49,29 @@ while [[ $# -gt 0 ]]; do
 done
 case "$ONLY" in ""|ringmail|postfix) ;; *) echo "--only must be ringmail or postfix" >&2; exit 2 ;; esac
 case "$SINK" in count|smtp-sink) ;; *) echo "--sink must be count or smtp-sink" >&2; exit 2 ;; esac
-for v in MESSAGES SESSIONS SIZE TIMEOUT; do
-    [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || { echo "$v must be a positive integer" >&2; exit 2; }
-done
+require_positive_ints MESSAGES SESSIONS SIZE TIMEOUT
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RINGMAILD="${RINGMAILD:-$REPO_ROOT/build/tools/ringmaild}"
-RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/bench/results}"
 SMTP_SOURCE=/usr/sbin/smtp-source
 SMTP_SINK=/usr/sbin/smtp-sink
 SENDER="bench-sender@source.example.test"
 RCPT="bench-rcpt@dest.example.test"
 
-log() { printf '[e2e %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 now() { echo "$EPOCHREALTIME"; }                       # bash >= 5
-fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
-rate() { awk -v n="$1" -v s="$2" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "0" }'; }
 
-# ---------------------------------------------------------------- cleanup ----
-TMP=""
-PIDS=()               # every process we started (killed by pid on exit)
-PF_DIR=""             # private postfix config dir, if started
-SYSTEM_PF_WAS_RUNNING=""
-
-cleanup() {
-    local rc=$?
-    set +e
-    if [[ -n "$PF_DIR" ]]; then postfix_stop; fi
-    local p
-    for p in "${PIDS[@]}"; do
-        kill -0 "$p" 2>/dev/null && kill -TERM "$p" 2>/dev/null
-    done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    done
-    if [[ -n "$TMP" && -d "$TMP" ]]; then
-        if [[ "${KEEP_TMP:-0}" == 1 || $rc -ne 0 ]]; then
-            log "temp dir kept: $TMP"
-        else
-            rm -rf "$TMP"
-        fi
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# every process started here (PIDS, no children of their own to stop first),
+# the Postfix instance and the temp dir go on exit
+CLEANUP_CHILDREN=0
+set_cleanup_traps
+FREE_PORT_SPAN=30000   # free_port: 20000-49999
 
 # ---------------------------------------------------------------- install ----
-system_postfix_running() {
-    # the default instance's master writes its pid here
-    local pidf=/var/spool/postfix/pid/master.pid p
-    [[ -r $pidf ]] || return 1
-    p=$(tr -dc 0-9 < "$pidf")
-    [[ -n "$p" ]] && kill -0 "$p" 2>/dev/null
-}
-
 ensure_deps() {
     if [[ -x $SMTP_SOURCE && -x $SMTP_SINK && -x /usr/sbin/postfix ]]; then return; fi
     [[ $(id -u) -eq 0 ]] || die "postfix (smtp-source/smtp-sink) is missing and we are not root: apt-get install postfix"
     command -v apt-get >/dev/null || die "postfix is missing and this is not a Debian-like system"
-    system_postfix_running && SYSTEM_PF_WAS_RUNNING=1
     log "installing Debian package postfix (main_mailer_type = No configuration)"
-    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-    export DEBIAN_FRONTEND=noninteractive
-    if ! apt-get install -y -q postfix >"/tmp/e2e_relay-apt.log" 2>&1; then
-        apt-get update -q >>"/tmp/e2e_relay-apt.log" 2>&1 || true
-        apt-get install -y -q postfix >>"/tmp/e2e_relay-apt.log" 2>&1 \
-            || die "apt-get install postfix failed, see /tmp/e2e_relay-apt.log"
-    fi
-    # The package may have started the system instance: don't leave it running.
-    if [[ -z "$SYSTEM_PF_WAS_RUNNING" ]] && system_postfix_running; then
-        log "stopping the system postfix the package started"
-        postfix stop >/dev/null 2>&1 || true
-    fi
+    apt_install /tmp/e2e_relay-apt.log postfix || die "apt-get install postfix failed, see /tmp/e2e_relay-apt.log"
     [[ -x $SMTP_SOURCE && -x $SMTP_SINK ]] || die "smtp-source/smtp-sink not found after install"
-}
-
-# ------------------------------------------------------------------ ports ----
-port_in_use() {   # LISTEN (state 0A) on any address, v4 or v6
-    local hex
-    hex=$(printf '%04X' "$1")
-    awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
-        /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-USED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$(( 20000 + RANDOM % 30000 ))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        port_in_use "$p" && continue
-        USED_PORTS+="$p "
-        echo "$p"; return 0
-    done
-    die "no free port found"
-}
-
-# wait until 127.0.0.1:$1 answers with a "220 " greeting (deadline $2 s)
-probe_banner() {   # one attempt, in a subshell (a failed exec redirection would end the script)
-    (
-        exec 9<>"/dev/tcp/127.0.0.1/$1" || exit 1
-        while IFS= read -r -t 2 line <&9; do
-            if [[ $line == "220 "* ]]; then printf 'QUIT\r\n' >&9; exit 0; fi
-            [[ $line == "220-"* ]] || exit 1
-        done
-        exit 1
-    ) 2>/dev/null
-}
-wait_banner() {
-    local port=$1 deadline=$(( SECONDS + $2 ))
-    while (( SECONDS < deadline )); do
-        probe_banner "$port" && return 0
-        sleep 0.1
-    done
-    return 1
 }
 
 # -------------------------------------------------------------------- sink ----
@@ -252,77 +164,13 @@ run_load() {
 }
 
 # ----------------------------------------------------------------- postfix ----
-PF_MASTER_PID=""
-postfix_stop() {
-    local dir=$PF_DIR
-    PF_DIR=""
-    postfix -c "$dir" stop >/dev/null 2>&1 || true
-    if [[ -n "$PF_MASTER_PID" ]]; then
-        local kids
-        for _ in $(seq 100); do kill -0 "$PF_MASTER_PID" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$PF_MASTER_PID" 2>/dev/null; then
-            kids=$(pgrep -P "$PF_MASTER_PID" || true)
-            kill -KILL "$PF_MASTER_PID" $kids 2>/dev/null || true
-        fi
-    fi
-}
-
-
 phase_postfix() {
     local base="$TMP/postfix" port
     port=$(free_port)
     sink_start postfix
-    mkdir -p "$base/etc" "$base/queue" "$base/data"
-    chmod 755 "$TMP" "$base"
-    chown postfix "$base/data"
-    local master_src=/usr/share/postfix/master.cf.dist
-    [[ -r $master_src ]] || master_src=/etc/postfix/master.cf
-    cp "$master_src" "$base/etc/master.cf"
-    : >"$base/etc/main.cf"
-    local -a settings=(
-        "compatibility_level = 3.6"
-        "queue_directory = $base/queue"
-        "data_directory = $base/data"
-        "mail_owner = postfix"
-        "setgid_group = postdrop"
-        "myhostname = postfix-bench.example.test"
-        "mydomain = example.test"
-        "mydestination ="
-        "local_recipient_maps ="
-        "local_transport = error:local delivery is disabled"
-        "relay_domains ="
-        "relayhost = [127.0.0.1]:$SINK_PORT"
-        "mynetworks = 127.0.0.0/8"
-        "inet_interfaces = loopback-only"
-        "inet_protocols = ipv4"
-        "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination"
-        "in_flow_delay = 0"
-        "default_process_limit = 200"
-        "smtp_destination_concurrency_limit = 50"
-        "default_destination_concurrency_limit = 50"
-        "smtpd_client_connection_count_limit = 0"
-        "smtpd_client_connection_rate_limit = 0"
-        "smtpd_tls_security_level = none"
-        "smtp_tls_security_level = none"
-        "biff = no"
-        "maillog_file_prefixes = $base"
-        "maillog_file = $base/maillog"
-    )
-    local s
-    for s in "${settings[@]}"; do postconf -c "$base/etc" -e "$s"; done
-    # the smtpd listener: 127.0.0.1:PORT instead of :25, and no chroot anywhere
-    postconf -c "$base/etc" -M# smtp/inet
-    printf '127.0.0.1:%s inet n - n - - smtpd\n' "$port" >>"$base/etc/master.cf"
-    postconf -c "$base/etc" -F '*/*/chroot = n'
-    postconf -c "$base/etc" -n >"$TMP/postfix-main.cf.txt"
-    PF_DIR="$base/etc"
+    postfix_configure_relay "$base" "$port" "$SINK_PORT" 200
     log "[postfix] starting private instance (config $base/etc, smtpd 127.0.0.1:$port, relayhost [127.0.0.1]:$SINK_PORT)"
-    postfix -c "$base/etc" check >"$TMP/postfix-check.log" 2>&1 || { cat "$TMP/postfix-check.log" >&2; die "postfix check failed"; }
-    postfix -c "$base/etc" start >"$TMP/postfix-start.log" 2>&1 || { cat "$TMP/postfix-start.log" >&2; die "postfix start failed"; }
-    local pidf="$base/queue/pid/master.pid"
-    for _ in $(seq 100); do [[ -s $pidf ]] && break; sleep 0.1; done
-    PF_MASTER_PID=$(tr -dc 0-9 <"$pidf" 2>/dev/null || true)
-    wait_banner "$port" 30 || die "postfix smtpd did not answer on 127.0.0.1:$port"
+    postfix_start "$base" "$port" 0
     run_load postfix "$port"
     PF_CMD=$LAST_CMD
     PF_INJECT_S=$R_INJECT_S PF_E2E_S=$R_E2E_S PF_INJECT_RATE=$R_INJECT_RATE PF_E2E_RATE=$R_E2E_RATE PF_COUNT=$R_COUNT
@@ -342,19 +190,10 @@ phase_ringmail() {
     port=$(free_port)
     sink_start ringmail
     mkdir -p "$base/var"
-    cat >"$base/ringmail.toml" <<EOF
-[server]
-hostname = "bench.example.test"
-data_dir = "$base/var"
-shards = 0
-[[listener]]
-protocol = "smtp"
-address = "127.0.0.1:$port"
-[relay]
-smarthost = "127.0.0.1:$SINK_PORT"
-allow_networks = ["127.0.0.0/8"]
-pool_size = 50
-EOF
+    {
+        ringmail_toml "$base/var" "$port" "127.0.0.1:$SINK_PORT"
+        echo "pool_size = 50"
+    } >"$base/ringmail.toml"
     log "[ringmail] starting $RINGMAILD --config $base/ringmail.toml"
     "$RINGMAILD" --config "$base/ringmail.toml" >"$TMP/ringmaild.log" 2>&1 &
     pid=$!
@@ -367,31 +206,16 @@ EOF
     RM_CMD=$LAST_CMD
     RM_INJECT_S=$R_INJECT_S RM_E2E_S=$R_E2E_S RM_INJECT_RATE=$R_INJECT_RATE RM_E2E_RATE=$R_E2E_RATE RM_COUNT=$R_COUNT
     RM_STATUS="ok"
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$pid" 2>/dev/null && { log "[ringmail] ringmaild ignored SIGTERM for 10s: SIGKILL"; kill -KILL "$pid"; }
-    wait "$pid" 2>/dev/null || true
+    stop_pid "$pid" 10 "[ringmail] ringmaild"
     sink_stop
     cp "$TMP/ringmaild.log" "$TMP/ringmaild-run.log" 2>/dev/null || true
 }
 
 # -------------------------------------------------------------------- main ----
 ensure_deps
-TMP=$(mktemp -d /tmp/e2e_relay.XXXXXX)
-chmod 755 "$TMP"
+make_tmp e2e_relay 755
 log "messages=$MESSAGES sessions=$SESSIONS size=$SIZE sink=$SINK only=${ONLY:-all} tmp=$TMP"
-cpu_busy_pct() {   # % of all CPUs busy over 1 s (from /proc/stat)
-    local a b
-    a=$(head -n 1 /proc/stat); sleep 1; b=$(head -n 1 /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y); t = 0; i = 0
-        for (k = 2; k <= 9; k++) t += y[k] - x[k]
-        i = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%.0f", (t > 0 ? 100 * (t - i) / t : 0) }'
-}
-BUSY_BEFORE=$(cpu_busy_pct)
-if (( BUSY_BEFORE > 10 )); then
-    log "WARNING: the CPUs were ${BUSY_BEFORE}% busy before the run: other work on this machine will skew the numbers"
-fi
+check_cpu_busy "other work on this machine will skew the numbers"
 
 # direct: smtp-source -> smtp-sink (verifies counting; ceiling of the load generator)
 [[ $SINK == count ]] && build_count_sink
@@ -406,7 +230,6 @@ PF_STATUS="skipped" RM_STATUS="skipped"
 # Each system starts with the disk quiet: the previous phase's dirty pages (Postfix
 # writes a queue file per message) would otherwise be written back during the next
 # one and slow its fsyncs.
-settle() { sync; sleep 2; }
 if [[ "$ONLY" != ringmail ]]; then settle; phase_postfix; PF_STATUS="ok"; fi
 if [[ "$ONLY" != postfix ]]; then settle; phase_ringmail; fi
 
@@ -435,7 +258,7 @@ echo "  direct:   $DIRECT_CMD"
 echo "  sink:     $SINK_CMD"
 
 mkdir -p "$RESULTS_DIR"
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+STAMP=$(utc_stamp)
 OUT="$RESULTS_DIR/e2e_relay-$STAMP.json"
 jstr() { printf '"%s"' "$(printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g')"; }
 phase_json() {   # status inject_s e2e_s inject_rate e2e_rate count cmd
@@ -451,7 +274,7 @@ phase_json() {   # status inject_s e2e_s inject_rate e2e_rate count cmd
     printf '  "benchmark": "e2e_relay",\n'
     printf '  "date_utc": "%s",\n' "$STAMP"
     printf '  "machine": {"nproc": %s, "kernel": %s, "postfix_version": %s, "cpu_busy_pct_before": %s},\n' \
-        "$(nproc)" "$(jstr "$(uname -sr)")" "$(jstr "$(postconf -dh mail_version 2>/dev/null || echo unknown)")" "$BUSY_BEFORE"
+        "$(nproc)" "$(jstr "$(uname -sr)")" "$(jstr "$(postfix_version)")" "$BUSY_BEFORE"
     printf '  "params": {"messages": %s, "sessions": %s, "size": %s, "sink": %s},\n' "$MESSAGES" "$SESSIONS" "$SIZE" "$(jstr "$SINK")"
     printf '  "direct": %s,\n' "$(phase_json ok "$DIRECT_INJECT_S" "$DIRECT_E2E_S" "$DIRECT_INJECT_RATE" "$DIRECT_E2E_RATE" "$MESSAGES" "$DIRECT_CMD")"
     printf '  "postfix": %s,\n' "$(phase_json "$PF_STATUS" "${PF_INJECT_S:-}" "${PF_E2E_S:-}" "${PF_INJECT_RATE:-}" "${PF_E2E_RATE:-}" "${PF_COUNT:-}" "${PF_CMD:-}")"

@@ -17,6 +17,11 @@
 # every process started here is stopped by pid on exit.
 set -euo pipefail
 
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_NAME=idle
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
+
 SESSIONS=10000
 PROBES=20
 SOURCES=1
@@ -25,69 +30,40 @@ while [[ $# -gt 0 ]]; do
         --sessions) SESSIONS="$2"; shift 2 ;;
         --probes)   PROBES="$2"; shift 2 ;;
         --sources)  SOURCES="$2"; shift 2 ;;
-        -h|--help)  sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help)  header_usage 18 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-RINGMAILD="${RINGMAILD:-$REPO_ROOT/build/tools/ringmaild}"
-RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/bench/results}"
-PY=/usr/bin/python3
-log() { printf '[idle %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
 [[ -x $RINGMAILD ]] || die "ringmaild not built ($RINGMAILD): ninja -C build"
 [[ -x $PY ]] || die "$PY not found"
 
-TMP="" RM_PID="" CLIENT_PID=""
-cleanup() {
-    local rc=$? p
-    set +e
-    for p in $CLIENT_PID $RM_PID; do kill -0 "$p" 2>/dev/null && kill -TERM "$p" 2>/dev/null; done
-    for p in $CLIENT_PID $RM_PID; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    done
-    if [[ -n "$TMP" && -d "$TMP" ]]; then
-        if [[ "${KEEP_TMP:-0}" == 1 || $rc -ne 0 ]]; then log "temp dir kept: $TMP"; else rm -rf "$TMP"; fi
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# ringmaild (RM_PID) and the client (CLIENT_PID) are in PIDS while they run;
+# they and the temp dir go on exit
+RM_PID="" CLIENT_PID=""
+CLEANUP_CHILDREN=0
+set_cleanup_traps
 
 # both ringmaild and the client need > SESSIONS descriptors
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+raise_nofile
 NOFILE=$(ulimit -n)
 (( NOFILE > SESSIONS + PROBES + 100 )) || die "ulimit -n is $NOFILE (hard limit $(ulimit -Hn)): too low for $SESSIONS sessions"
 
-TMP=$(mktemp -d /tmp/idle_sessions.XXXXXX)
-cp "$RINGMAILD" "$TMP/idle-ringmaild"
-port=""
-for _ in $(seq 100); do
-    p=$(( 20000 + RANDOM % 12000 ))
-    hex=$(printf '%04X' "$p")
-    awk -v x=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == x { f = 1 } END { exit !f }' /proc/net/tcp /proc/net/tcp6 || { port=$p; break; }
-done
-[[ -n "$port" ]] || die "no free port"
+make_tmp idle_sessions
+private_copy RINGMAILD idle-ringmaild
+port=$(free_port)
 mkdir -p "$TMP/var"
-cat >"$TMP/ringmail.toml" <<EOF
-[server]
-hostname = "bench.example.test"
-data_dir = "$TMP/var"
-shards = 0
-[[listener]]
-protocol = "smtp"
-address = "127.0.0.1:$port"
-[relay]
-smarthost = "127.0.0.1:9"
-allow_networks = ["127.0.0.0/8"]
+{
+    ringmail_toml "$TMP/var" "$port" "127.0.0.1:9"
+    cat <<EOF
 [smtp]
 max_connections = 20000
 max_connections_per_ip = 0
 EOF
-"$TMP/idle-ringmaild" --config "$TMP/ringmail.toml" >"$TMP/ringmaild.log" 2>&1 &
+} >"$TMP/ringmail.toml"
+"$RINGMAILD" --config "$TMP/ringmail.toml" >"$TMP/ringmaild.log" 2>&1 &
 RM_PID=$!
+PIDS+=("$RM_PID")
 for _ in $(seq 100); do grep -q ' ready: ' "$TMP/ringmaild.log" 2>/dev/null && break; sleep 0.1; done
 grep -q ' ready: ' "$TMP/ringmaild.log" || { cat "$TMP/ringmaild.log" >&2; die "ringmaild did not start"; }
 log "ringmaild pid $RM_PID on 127.0.0.1:$port, nofile $NOFILE; opening $SESSIONS sessions from $SOURCES source address(es)"
@@ -187,26 +163,21 @@ PYEOF
 
 "$PY" "$TMP/idle_client.py" "$port" "$SESSIONS" "$PROBES" "$SOURCES" "$RM_PID" >"$TMP/client.json" 2>"$TMP/client.err" &
 CLIENT_PID=$!
+PIDS+=("$CLIENT_PID")
 wait "$CLIENT_PID" || { cat "$TMP/client.err" >&2; die "client failed"; }
-CLIENT_PID=""
+forget_pid "$CLIENT_PID"; CLIENT_PID=""
 sleep 0.5
-ALIVE=1; kill -0 "$RM_PID" 2>/dev/null || ALIVE=0
-RM_RC=0
-if (( ALIVE )); then
-    kill -TERM "$RM_PID"
-    for _ in $(seq 100); do kill -0 "$RM_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$RM_PID" 2>/dev/null && kill -KILL "$RM_PID"
-fi
-wait "$RM_PID" 2>/dev/null || RM_RC=$?
-RM_PID=""
-WARN=$(grep -cE ': (warning|error|fatal)' "$TMP/ringmaild.log" || true)
-[[ $WARN -gt 0 ]] && { log "ringmaild logged $WARN warning/error lines, first ones:"; grep -E ': (warning|error|fatal)' "$TMP/ringmaild.log" | head -n 5 >&2; }
+SERVER_PID=$RM_PID
+ringmaild_stop
+ALIVE=$SERVER_ALIVE RM_RC=$STOP_RC
+forget_pid "$RM_PID"; RM_PID=""
+WARN=$(grep -cE "$RM_WARN_RE" "$TMP/ringmaild.log" || true)
+[[ $WARN -gt 0 ]] && { log "ringmaild logged $WARN warning/error lines, first ones:"; grep -E "$RM_WARN_RE" "$TMP/ringmaild.log" | head -n 5 >&2; }
 
 mkdir -p "$RESULTS_DIR"
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+STAMP=$(utc_stamp)
 OUT="$RESULTS_DIR/idle_sessions-$STAMP.json"
-STAMP=$STAMP OUT=$OUT ALIVE=$ALIVE RM_RC=$RM_RC WARN=$WARN NOFILE=$NOFILE \
-COMMIT="$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
+STAMP=$STAMP OUT=$OUT ALIVE=$ALIVE RM_RC=$RM_RC WARN=$WARN NOFILE=$NOFILE COMMIT="$(git_commit)" \
 "$PY" - "$TMP/client.json" <<'PYEOF'
 import json, os, platform, sys
 c = json.load(open(sys.argv[1]))

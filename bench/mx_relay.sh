@@ -27,6 +27,11 @@
 # Environment: RINGMAILD, BLAST, RESULTS_DIR, KEEP_TMP=1, DNS_ADDR.
 set -euo pipefail
 
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_NAME=mx_relay
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
+
 RM_N=400000
 PF_N=15000
 CONNS=50
@@ -40,7 +45,7 @@ DNS_ADDR=${DNS_ADDR:-127.0.0.153}
 # destination (= MX host set) and per shard; Postfix's is its smtp processes
 RM_DEST_CONNS=10
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { header_usage 28 "${1:-0}"; }
 ARGS=("$@")
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -57,9 +62,7 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 case "$ONLY" in ""|ringmail|postfix) ;; *) echo "--only must be ringmail or postfix" >&2; exit 2 ;; esac
-for v in RM_N PF_N CONNS SIZE DOMAINS MX_HOSTS TIMEOUT; do
-    [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || { echo "$v must be a positive integer" >&2; exit 2; }
-done
+require_positive_ints RM_N PF_N CONNS SIZE DOMAINS MX_HOSTS TIMEOUT
 (( MX_HOSTS <= 250 )) || { echo "--mx-hosts must be at most 250" >&2; exit 2; }
 
 # ------------------------------------------------ private mount namespace ----
@@ -68,184 +71,45 @@ if [[ "${MXBENCH_IN_NS:-}" != 1 ]]; then
     exec unshare --mount --propagation private env MXBENCH_IN_NS=1 bash "$0" "${ARGS[@]}"
 fi
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# shellcheck source=bench/lib.sh
-source "$REPO_ROOT/bench/lib.sh"
-RINGMAILD="${RINGMAILD:-$REPO_ROOT/build/tools/ringmaild}"
-BLAST="${BLAST:-$REPO_ROOT/build/tools/ringmail-blast}"
-RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/bench/results}"
-PY=/usr/bin/python3
-TICKS=$(getconf CLK_TCK)
 want() { [[ -z "$ONLY" || "$ONLY" == "$1" ]]; }
 
-log() { printf '[mx_relay %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
-
-# ---------------------------------------------------------------- cleanup ----
-TMP=""
-PIDS=()
-PF_DIR="" PF_MASTER_PID="" SAMPLER_PID="" DNS_PID=""
-cleanup() {
-    local rc=$?
-    set +e
-    [[ -n "$SAMPLER_PID" ]] && kill "$SAMPLER_PID" 2>/dev/null
-    [[ -n "$PF_DIR" ]] && postfix_stop
-    local p
-    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && { pkill -TERM -P "$p" 2>/dev/null; kill -TERM "$p" 2>/dev/null; }; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    done
-    if [[ -n "$TMP" && -d "$TMP" ]]; then
-        if [[ "${KEEP_TMP:-0}" == 1 || $rc -ne 0 ]]; then log "temp dir kept: $TMP"; else rm -rf "$TMP"; fi
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ------------------------------------------------------------------ ports ----
-port_in_use() {   # LISTEN on any address, v4 or v6
-    local hex; hex=$(printf '%04X' "$1")
-    awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
-        /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-USED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$(( 20000 + RANDOM % 12000 ))   # below the ephemeral range
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        port_in_use "$p" && continue
-        USED_PORTS+="$p "; echo "$p"; return 0
-    done
-    die "no free port found"
-}
-probe_banner() {
-    (
-        exec 9<>"/dev/tcp/127.0.0.1/$1" || exit 1
-        while IFS= read -r -t 2 line <&9; do
-            if [[ $line == "220 "* ]]; then printf 'QUIT\r\n' >&9; exit 0; fi
-            [[ $line == "220-"* ]] || exit 1
-        done
-        exit 1
-    ) 2>/dev/null
-}
-wait_banner() {
-    local deadline=$(( SECONDS + $2 ))
-    while (( SECONDS < deadline )); do probe_banner "$1" && return 0; sleep 0.1; done
-    return 1
-}
-wait_listen() {
-    local deadline=$(( SECONDS + $2 ))
-    while (( SECONDS < deadline )); do port_in_use "$1" && return 0; sleep 0.05; done
-    return 1
-}
-STOP_RC=0
-stop_pid() {
-    local p=$1
-    STOP_RC=0
-    if kill -TERM "$p" 2>/dev/null; then
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$p" 2>/dev/null && { log "pid $p ignored SIGTERM for 10 s: SIGKILL"; kill -KILL "$p" 2>/dev/null; }
-    fi
-    wait "$p" 2>/dev/null || STOP_RC=$?
-}
+# every process started here (PIDS), the Postfix instance and the temp dir go on exit
+set_cleanup_traps
 
 # ------------------------------------------------------------ measurement ----
-proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-proc_status() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }   # kB
-postfix_pids() { echo "$1"; pgrep -P "$1" || true; }
-postfix_ticks() {   # live postfix processes (utime+stime) + the master's reaped children
-    local m=$1 pids f=()
-    pids=$(postfix_pids "$m")
-    for p in $pids; do f+=("/proc/$p/stat"); done
-    { cat "${f[@]}" 2>/dev/null || true; } | awk -v m="$m" '{ s += $14 + $15; if ($1 == m) s += $16 + $17 } END { print s + 0 }'
-}
-postfix_sampler() {   # $1 master pid, $2 out file: "<max sum VmRSS kB> <max sum Pss kB> <max processes>"
-    local m=$1 out=$2 maxr=0 maxp=0 maxn=0 i=0 pids r p n f
-    while :; do
-        pids=$(postfix_pids "$m")
-        f=(); n=0
-        for p in $pids; do f+=("/proc/$p/status"); n=$((n + 1)); done
-        r=$({ cat "${f[@]}" 2>/dev/null || true; } | awk '$1 == "VmRSS:" { s += $2 } END { print s + 0 }')
-        (( r > maxr )) && maxr=$r
-        (( n > maxn )) && maxn=$n
-        if (( i % 2 == 0 )); then
-            f=(); for p in $pids; do f+=("/proc/$p/smaps_rollup"); done
-            p=$({ cat "${f[@]}" 2>/dev/null || true; } | awk '$1 == "Pss:" { s += $2 } END { print s + 0 }')
-            (( p > maxp )) && maxp=$p
-        fi
-        echo "$maxr $maxp $maxn" >"$out.tmp" && mv "$out.tmp" "$out"
-        i=$((i + 1))
-        sleep 0.2
-    done
-}
 dns_stats() {   # -> "<queries> <cpu ticks>" of the DNS server now
     local q
-    rm -f "$TMP/dns-stats.json"
-    kill -USR1 "$DNS_PID"
-    for _ in $(seq 50); do [[ -s $TMP/dns-stats.json ]] && break; sleep 0.05; done
-    q=$(grep -o '"queries": [0-9]*' "$TMP/dns-stats.json" | grep -o '[0-9]*$' || echo 0)
+    q=$(dns_queries)
     echo "$q $(proc_ticks "$DNS_PID")"
 }
 
 # ------------------------------------------------------------- DNS, sinks ----
-MX_ADDRS=()
-for (( k = 0; k < MX_HOSTS; k++ )); do MX_ADDRS+=("127.0.0.$(( 2 + k ))"); done
+mx_addrs "$MX_HOSTS"
 
-dns_start() {
-    "$PY" "$REPO_ROOT/bench/dns_zone.py" --domains "$DOMAINS" --mx-hosts "$MX_HOSTS" --listen "$DNS_ADDR:53" \
-        --ready-file "$TMP/dns.addr" --stats-file "$TMP/dns-stats.json" 2>"$TMP/dns.log" &
-    DNS_PID=$!
-    PIDS+=("$DNS_PID")
-    for _ in $(seq 100); do [[ -s $TMP/dns.addr ]] && break; kill -0 "$DNS_PID" 2>/dev/null || break; sleep 0.1; done
-    [[ -s $TMP/dns.addr ]] || { tail -n 3 "$TMP/dns.log" >&2; die "the DNS server did not start on $DNS_ADDR:53 (in use? set DNS_ADDR to another 127.x address)"; }
-}
-
-SINK_PID="" SINK_JSON=""
-sink_start() {   # $1 label, $2 expected messages
-    local listen="" a
-    for a in "${MX_ADDRS[@]}"; do listen+="${listen:+,}$a:$MX_PORT"; done
+SINK_JSON=""
+sink_start() {   # $1 label, $2 expected messages: one blast sink on MX_PORT of every MX address
     SINK_JSON="$TMP/sink-$1.json"
-    ( "$BLAST" sink --listen "$listen" --expect "$2" --duration "$TIMEOUT" --json -q \
-        >"$SINK_JSON" 2>"$TMP/sink-$1.err"
-      rc=$?; echo "$EPOCHREALTIME" >"$TMP/sink-$1.end"; exit $rc ) &
-    SINK_PID=$!
-    PIDS+=("$SINK_PID")
+    blast_sink_start "$TMP/sink-$1" "$(mx_listen "$MX_PORT")" "$2" "$TIMEOUT" -q
     wait_listen "$MX_PORT" 10 || die "sink did not listen on port $MX_PORT"
 }
 
 # run_load SYS LABEL N PORT -> $TMP/cell-LABEL.json
 run_load() {
     local sys=$1 label=$2 n=$3 port=$4
-    local blast_json="$TMP/blast-$label.json" t0 c0 c1 d0 d1 blast_pid blast_rc=0 sink_rc=0
+    local blast_json="$TMP/blast-$label.json" t0 d0 d1 blast_pid blast_rc=0 sink_rc=0
     local -a cmd=("$BLAST" send --to "127.0.0.1:$port" --connections "$CONNS" --messages "$n"
                   --size "$SIZE" --domains "$DOMAINS" --timeout 120 --json -q)
     log "[$label] ${cmd[*]}"
     read -r d0 _ < <(dns_stats)
     local dcpu0; dcpu0=$(proc_ticks "$DNS_PID")
-    case $sys in
-        ringmail) c0=$(proc_ticks "$SERVER_PID") ;;
-        postfix)  c0=$(postfix_ticks "$PF_MASTER_PID")
-                  postfix_sampler "$PF_MASTER_PID" "$TMP/pfmem-$label" & SAMPLER_PID=$! ;;
-    esac
+    server_measure_begin "$sys" "$label"
     t0=$EPOCHREALTIME
-    ( timeout $(( TIMEOUT + 30 )) "${cmd[@]}" >"$blast_json" 2>"$TMP/blast-$label.err"
-      rc=$?; echo "$EPOCHREALTIME" >"$TMP/blast-$label.end"; exit $rc ) &
-    blast_pid=$!
-    PIDS+=("$blast_pid")
+    blast_start "$label" $(( TIMEOUT + 30 )) "${cmd[@]}"
+    blast_pid=$BLAST_PID
     wait "$blast_pid" || blast_rc=$?
     wait "$SINK_PID" || sink_rc=$?
     local t_inj t_e2e; t_inj=$(cat "$TMP/blast-$label.end"); t_e2e=$(sink_done_at "$SINK_JSON" "$TMP/sink-$label.end")
-    local hwm_kb=null pss_kb=null nproc=null cpu_ticks
-    case $sys in
-        ringmail) c1=$(proc_ticks "$SERVER_PID"); hwm_kb=$(proc_status "$SERVER_PID" VmHWM) ;;
-        postfix)  c1=$(postfix_ticks "$PF_MASTER_PID")
-                  kill "$SAMPLER_PID" 2>/dev/null; wait "$SAMPLER_PID" 2>/dev/null || true; SAMPLER_PID=""
-                  read -r hwm_kb pss_kb nproc <"$TMP/pfmem-$label" || true ;;
-    esac
-    cpu_ticks=$(( c1 - c0 ))
+    server_measure_end "$sys" "$label"
     read -r d1 _ < <(dns_stats)
     local dcpu1; dcpu1=$(proc_ticks "$DNS_PID")
     [[ -s $blast_json ]] || echo null >"$blast_json"
@@ -255,75 +119,37 @@ run_load() {
     {
         printf '{"system": "%s", "label": "%s", "messages": %s, "t0": %s, ' "$sys" "$label" "$n" "$t0"
         printf '"inject_s": %s, "e2e_s": %s, "blast_rc": %s, "sink_rc": %s, ' \
-            "$(awk -v a="$t_inj" -v b="$t0" 'BEGIN{printf "%.4f", a-b}')" \
-            "$(awk -v a="$t_e2e" -v b="$t0" 'BEGIN{printf "%.4f", a-b}')" "$blast_rc" "$sink_rc"
+            "$(fsub "$t_inj" "$t0" 4)" "$(fsub "$t_e2e" "$t0" 4)" "$blast_rc" "$sink_rc"
         printf '"server_cpu_s": %s, "server_peak_rss_kb": %s, "server_peak_pss_kb": %s, "server_max_processes": %s, ' \
-            "$(awk -v t="$cpu_ticks" -v h="$TICKS" 'BEGIN{printf "%.2f", t/h}')" "${hwm_kb:-null}" "${pss_kb:-null}" "${nproc:-null}"
-        printf '"dns_queries": %s, "dns_cpu_s": %s, ' "$(( d1 - d0 ))" \
-            "$(awk -v t="$(( dcpu1 - dcpu0 ))" -v h="$TICKS" 'BEGIN{printf "%.2f", t/h}')"
+            "$(secs "$SERVER_CPU_TICKS")" "${SERVER_HWM_KB:-null}" "${SERVER_PSS_KB:-null}" "${SERVER_NPROC:-null}"
+        printf '"dns_queries": %s, "dns_cpu_s": %s, ' "$(( d1 - d0 ))" "$(secs $(( dcpu1 - dcpu0 )))"
         printf '"command": "%s", "blast": %s, "sink": %s}\n' "${cmd[*]}" "$(cat "$blast_json")" "$(cat "$SINK_JSON")"
     } >"$TMP/cell-$label.json"
-    log "[$label] inject $(awk -v a="$t_inj" -v b="$t0" 'BEGIN{printf "%.2f", a-b}') s, e2e $(awk -v a="$t_e2e" -v b="$t0" 'BEGIN{printf "%.2f", a-b}') s, DNS queries $(( d1 - d0 ))"
+    log "[$label] inject $(fsub "$t_inj" "$t0" 2) s, e2e $(fsub "$t_e2e" "$t0" 2) s, DNS queries $(( d1 - d0 ))"
 }
 
 # ---------------------------------------------------------------- ringmail ----
-SERVER_PID=""
 phase_ringmail() {
     local base="$TMP/ringmail" port
     port=$(free_port)
     sink_start ringmail "$RM_N"
     mkdir -p "$base/var"
-    cat >"$base/ringmail.toml" <<EOF
-[server]
-hostname = "bench.example.test"
-data_dir = "$base/var"
-shards = 0
-[[listener]]
-protocol = "smtp"
-address = "127.0.0.1:$port"
-[relay]
-smarthost = ""
-allow_networks = ["127.0.0.0/8"]
-[delivery]
-smtp_port = $MX_PORT
-max_connections = $RM_DEST_CONNS
-[dns]
-servers = ["$DNS_ADDR:53"]
-[smtp]
-max_connections_per_ip = 0
-EOF
+    ringmail_toml_mx "$base/var" "$port" "$MX_PORT" "$RM_DEST_CONNS" "$DNS_ADDR:53" >"$base/ringmail.toml"
     cp "$base/ringmail.toml" "$TMP/ringmail.toml.txt"
-    "$RINGMAILD" --config "$base/ringmail.toml" >"$base/ringmaild.log" 2>&1 &
-    SERVER_PID=$!
-    PIDS+=("$SERVER_PID")
-    wait_banner "$port" 30 || { tail -n 20 "$base/ringmaild.log" >&2; die "ringmaild did not answer on $port"; }
+    ringmaild_start "$base/ringmail.toml" "$base/ringmaild.log" "$port"
     NSHARDS=$(grep -o 'ready: [0-9]* shards' "$base/ringmaild.log" | grep -o '[0-9]*' || echo '?')
     run_load ringmail ringmail "$RM_N" "$port"
-    local alive=1
-    kill -0 "$SERVER_PID" 2>/dev/null || alive=0
-    stop_pid "$SERVER_PID"
-    (( STOP_RC == 0 )) || log "[ringmail] ringmaild exit status $STOP_RC $( ((alive)) && echo 'after SIGTERM' || echo 'BEFORE SIGTERM')"
-    echo "$STOP_RC $alive" >"$TMP/ringmail.exit"
-    grep -E ': (warning|error|fatal)' "$base/ringmaild.log" | head -n 5 >"$TMP/ringmail.warn" || true
-    grep -c -E ': (warning|error|fatal)' "$base/ringmaild.log" >"$TMP/ringmail.nwarn" || true
+    ringmaild_stop
+    (( STOP_RC == 0 )) || log "[ringmail] ringmaild exit status $STOP_RC $STOP_WHEN"
+    echo "$STOP_RC $SERVER_ALIVE" >"$TMP/ringmail.exit"
+    grep -E "$RM_WARN_RE" "$base/ringmaild.log" | head -n 5 >"$TMP/ringmail.warn" || true
+    grep -c -E "$RM_WARN_RE" "$base/ringmaild.log" >"$TMP/ringmail.nwarn" || true
     grep -c 'status=deferred' "$base/ringmaild.log" >"$TMP/ringmail.deferred" || true
     grep -c 'DNS temporary failure' "$base/ringmaild.log" >"$TMP/ringmail.dnsfail" || true
-    rm -rf "$base/var"
+    rm -rf "${base:?}/var"
 }
 
 # ----------------------------------------------------------------- postfix ----
-postfix_stop() {
-    local dir=$PF_DIR
-    PF_DIR=""
-    postfix -c "$dir" stop >/dev/null 2>&1 || true
-    if [[ -n "$PF_MASTER_PID" ]]; then
-        for _ in $(seq 100); do kill -0 "$PF_MASTER_PID" 2>/dev/null || break; sleep 0.1; done
-        if kill -0 "$PF_MASTER_PID" 2>/dev/null; then
-            kill -KILL "$PF_MASTER_PID" $(pgrep -P "$PF_MASTER_PID" || true) 2>/dev/null || true
-        fi
-    fi
-    PF_MASTER_PID=""
-}
 PF_DNS_STATUS="not tried"
 phase_postfix() {
     local base="$TMP/postfix" port
@@ -343,68 +169,25 @@ phase_postfix() {
     PF_DNS_STATUS="ok (resolv.conf bind-mounted: nameserver $DNS_ADDR; mx0.bench.test -> $got)"
     port=$(free_port)
     sink_start postfix "$PF_N"
-    mkdir -p "$base/etc" "$base/queue" "$base/data"
-    chmod 755 "$TMP" "$base"; chown postfix "$base/data"
-    local master_src=/usr/share/postfix/master.cf.dist
-    [[ -r $master_src ]] || master_src=/etc/postfix/master.cf
-    cp "$master_src" "$base/etc/master.cf"
-    : >"$base/etc/main.cf"
     local pf_smtp_procs=$(( RM_DEST_CONNS * MX_HOSTS * NSHARDS_GUESS ))
-    local -a settings=(
-        "compatibility_level = 3.6"
-        "queue_directory = $base/queue"
-        "data_directory = $base/data"
-        "mail_owner = postfix"
-        "setgid_group = postdrop"
-        "myhostname = postfix-bench.example.test"
-        "mydomain = example.test"
-        "mydestination ="
-        "local_recipient_maps ="
-        "local_transport = error:local delivery is disabled"
-        "relay_domains ="
-        "relayhost ="
-        "default_transport = smtp"
-        "smtp_host_lookup = dns"
-        "disable_dns_lookups = no"
-        "smtp_tcp_port = $MX_PORT"
-        "mynetworks = 127.0.0.0/8"
-        "inet_interfaces = 127.0.0.1"
-        "inet_protocols = ipv4"
-        "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination"
-        "in_flow_delay = 0"
-        "default_process_limit = $(( pf_smtp_procs + CONNS + 50 ))"
-        "default_destination_concurrency_limit = 20"
+    postfix_configure "$base" "$port" \
+        "relayhost =" \
+        "default_transport = smtp" \
+        "smtp_host_lookup = dns" \
+        "disable_dns_lookups = no" \
+        "smtp_tcp_port = $MX_PORT" \
+        "inet_interfaces = 127.0.0.1" \
+        "default_process_limit = $(( pf_smtp_procs + CONNS + 50 ))" \
+        "default_destination_concurrency_limit = 20" \
         "smtp_destination_concurrency_limit = 20"
-        "smtpd_client_connection_count_limit = 0"
-        "smtpd_client_connection_rate_limit = 0"
-        "smtpd_tls_security_level = none"
-        "smtp_tls_security_level = none"
-        "biff = no"
-        "maillog_file_prefixes = $base"
-        "maillog_file = $base/maillog"
-    )
-    local s
-    for s in "${settings[@]}"; do postconf -c "$base/etc" -e "$s"; done
-    postconf -c "$base/etc" -M# smtp/inet
-    printf '127.0.0.1:%s inet n - n - - smtpd\n' "$port" >>"$base/etc/master.cf"
-    postconf -c "$base/etc" -F '*/*/chroot = n'
     postconf -c "$base/etc" -F "smtp/unix/process_limit = $pf_smtp_procs"
-    postconf -c "$base/etc" -n >"$TMP/postfix-main.cf.txt"
     postconf -c "$base/etc" -M smtp/unix >>"$TMP/postfix-main.cf.txt"
-    PF_DIR="$base/etc"
-    postfix -c "$base/etc" check >"$base/check.log" 2>&1 || { cat "$base/check.log" >&2; die "postfix check failed"; }
-    postfix -c "$base/etc" start >"$base/start.log" 2>&1 || { cat "$base/start.log" >&2; die "postfix start failed"; }
-    local pidf="$base/queue/pid/master.pid"
-    for _ in $(seq 100); do [[ -s $pidf ]] && break; sleep 0.1; done
-    PF_MASTER_PID=$(tr -dc 0-9 <"$pidf" 2>/dev/null || true)
-    [[ -n "$PF_MASTER_PID" ]] || die "postfix master pid not found"
-    wait_banner "$port" 30 || die "postfix smtpd did not answer on 127.0.0.1:$port"
+    postfix_start "$base" "$port"
     run_load postfix postfix "$PF_N" "$port"
     postfix_stop
     cp "$base/maillog" "$TMP/postfix-maillog" 2>/dev/null || true
     grep -c 'status=deferred' "$base/maillog" >"$TMP/postfix.deferred" 2>/dev/null || true
-    grep -E 'warning|error|fatal|panic' "$base/maillog" | grep -v 'using all 4001 of the active queue' \
-        | head -n 5 >"$TMP/postfix.warn" || true
+    postfix_log_warnings "$base/maillog" 5 >"$TMP/postfix.warn" || true
     if grep -q -E 'Host or domain name not found|Name service error' "$base/maillog" 2>/dev/null; then
         PF_DNS_STATUS+="; BUT Postfix logged DNS lookup failures: $(grep -m1 -o -E '(Host or domain name not found|Name service error)[^)]*' "$base/maillog")"
     fi
@@ -416,29 +199,18 @@ phase_postfix() {
 [[ -x $BLAST ]] || die "ringmail-blast not built ($BLAST): ninja -C build"
 if want ringmail; then [[ -x $RINGMAILD ]] || die "ringmaild not built ($RINGMAILD): ninja -C build"; fi
 if want postfix; then [[ -x /usr/sbin/postfix ]] || die "postfix is not installed (bash bench/suite.sh --only postfix installs it, or apt-get install postfix)"; fi
-$PY -c 'import dnslib' 2>/dev/null || die "python3-dnslib is missing: apt-get install python3-dnslib"
-TMP=$(mktemp -d /tmp/mx_relay.XXXXXX)
-chmod 755 "$TMP"
-cp "$BLAST" "$TMP/mxbench-blast"; BLAST="$TMP/mxbench-blast"
-if want ringmail; then cp "$RINGMAILD" "$TMP/mxbench-ringmaild"; RINGMAILD="$TMP/mxbench-ringmaild"; fi
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+need_dnslib
+make_tmp mx_relay 755
+private_copy BLAST mxbench-blast
+if want ringmail; then private_copy RINGMAILD mxbench-ringmaild; fi
+raise_nofile
 NSHARDS_GUESS=$(nproc)          # ringmaild's shards = 0 -> one per CPU
 NSHARDS=$NSHARDS_GUESS
 MX_PORT=$(free_port)
-cpu_busy_pct() {
-    local a b
-    a=$(head -n 1 /proc/stat); sleep 1; b=$(head -n 1 /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y); t = 0
-        for (k = 2; k <= 9; k++) t += y[k] - x[k]
-        i = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%.0f", (t > 0 ? 100 * (t - i) / t : 0) }'
-}
-BUSY_BEFORE=$(cpu_busy_pct)
-(( BUSY_BEFORE > 10 )) && log "WARNING: the CPUs were ${BUSY_BEFORE}% busy before the run: numbers will be skewed"
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+check_cpu_busy
+STAMP=$(utc_stamp)
 log "ringmail N=$RM_N postfix N=$PF_N conns=$CONNS size=$SIZE domains=$DOMAINS mx_hosts=$MX_HOSTS (${MX_ADDRS[0]}..${MX_ADDRS[-1]}:$MX_PORT) dns=$DNS_ADDR:53 tmp=$TMP"
-dns_start
-settle() { sync; sleep 2; }
+dns_zone_start "$DOMAINS" "$MX_HOSTS" "$DNS_ADDR:53" "on $DNS_ADDR:53 (in use? set DNS_ADDR to another 127.x address)"
 RM_STATUS="skipped" PF_STATUS="skipped"
 if want ringmail; then settle; phase_ringmail; RM_STATUS="ok"; fi
 if want postfix; then
@@ -455,9 +227,7 @@ mkdir -p "$RESULTS_DIR"
 OUT="$RESULTS_DIR/mx_relay-$STAMP.json"
 BUSY=$BUSY_BEFORE STAMP=$STAMP TMPD=$TMP OUT=$OUT RM_STATUS=$RM_STATUS PF_STATUS=$PF_STATUS \
 PF_DNS_STATUS="$PF_DNS_STATUS" CONNS=$CONNS SIZE=$SIZE DOMAINS=$DOMAINS MX_HOSTS=$MX_HOSTS MX_PORT=$MX_PORT \
-DNS_ADDR=$DNS_ADDR RM_DEST_CONNS=$RM_DEST_CONNS NSHARDS=$NSHARDS \
-PFVER="$(postconf -dh mail_version 2>/dev/null || echo unknown)" \
-COMMIT="$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
+DNS_ADDR=$DNS_ADDR RM_DEST_CONNS=$RM_DEST_CONNS NSHARDS=$NSHARDS PFVER="$(postfix_version)" COMMIT="$(git_commit)" \
 $PY - <<'PYEOF'
 import json, os, platform
 E = os.environ
@@ -552,5 +322,4 @@ for name, c in cells.items():
     for l in c["log_warnings"][:3]:
         print(f"  {name} log: {l[:200]}")
 PYEOF
-echo "CPU busy (other work) in the second before the run: ${BUSY_BEFORE}%"
-echo "results: ${OUT#"$REPO_ROOT"/}"
+print_footer "$OUT"

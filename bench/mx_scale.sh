@@ -29,6 +29,11 @@
 # Environment: RINGMAILD, RINGMAILCTL, BLAST, RESULTS_DIR, KEEP_TMP=1.
 set -euo pipefail
 
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BENCH_NAME=mx_scale
+# shellcheck source=bench/lib.sh
+source "$REPO_ROOT/bench/lib.sh"
+
 NLIST="100000,1000000"
 DOMAINS=10000
 MX_HOSTS=8
@@ -40,7 +45,7 @@ TIMEOUT=600
 # messages get stuck (see docs/performance.md, "MX delivery")
 DEST_CONNS=10
 
-usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { header_usage 31 "${1:-0}"; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --messages)    NLIST="$2"; shift 2 ;;
@@ -53,118 +58,20 @@ while [[ $# -gt 0 ]]; do
         *) echo "unknown argument: $1" >&2; usage 2 ;;
     esac
 done
-for v in DOMAINS MX_HOSTS CONNS SIZE TIMEOUT; do
-    [[ "${!v}" =~ ^[0-9]+$ && "${!v}" -gt 0 ]] || { echo "$v must be a positive integer" >&2; exit 2; }
-done
+require_positive_ints DOMAINS MX_HOSTS CONNS SIZE TIMEOUT
 [[ "$NLIST" =~ ^[0-9]+(,[0-9]+)*$ ]] || { echo "--messages: a comma list of counts" >&2; exit 2; }
 (( MX_HOSTS <= 250 )) || { echo "--mx-hosts must be at most 250" >&2; exit 2; }
 
-REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-# shellcheck source=bench/lib.sh
-source "$REPO_ROOT/bench/lib.sh"
-RINGMAILD="${RINGMAILD:-$REPO_ROOT/build/tools/ringmaild}"
 RINGMAILCTL="${RINGMAILCTL:-$REPO_ROOT/build/tools/ringmailctl}"
-BLAST="${BLAST:-$REPO_ROOT/build/tools/ringmail-blast}"
-RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/bench/results}"
-PY=/usr/bin/python3
-TICKS=$(getconf CLK_TCK)
 
-log() { printf '[mx_scale %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "ERROR: $*"; exit 1; }
+# every process started here (PIDS) and the temp dir go on exit; the queues
+# (GBs) never stay behind, even when the temp dir is kept
+CLEANUP_WAIT=10
+KEPT_NOTE=" (without the queues)"
+cleanup_hook() { [[ -n "$TMP" && -d "$TMP" ]] && rm -rf "$TMP"/run-*/var; }
+set_cleanup_traps
 
-# ---------------------------------------------------------------- cleanup ----
-TMP=""
-PIDS=()
-cleanup() {
-    local rc=$?
-    set +e
-    local p
-    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && { pkill -TERM -P "$p" 2>/dev/null; kill -TERM "$p" 2>/dev/null; }; done
-    for p in "${PIDS[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    done
-    if [[ -n "$TMP" && -d "$TMP" ]]; then
-        rm -rf "$TMP"/run-*/var          # the queues (GBs) never stay behind
-        if [[ "${KEEP_TMP:-0}" == 1 || $rc -ne 0 ]]; then log "temp dir kept (without the queues): $TMP"; else rm -rf "$TMP"; fi
-    fi
-    exit $rc
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# ------------------------------------------------------------------ ports ----
-port_in_use() {
-    local hex; hex=$(printf '%04X' "$1")
-    awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
-        /proc/net/tcp /proc/net/tcp6 2>/dev/null
-}
-USED_PORTS=" "
-free_port() {
-    local p
-    for _ in $(seq 200); do
-        p=$(( 20000 + RANDOM % 12000 ))
-        [[ $USED_PORTS == *" $p "* ]] && continue
-        port_in_use "$p" && continue
-        USED_PORTS+="$p "; echo "$p"; return 0
-    done
-    die "no free port found"
-}
-probe_banner() {
-    (
-        exec 9<>"/dev/tcp/127.0.0.1/$1" || exit 1
-        while IFS= read -r -t 2 line <&9; do
-            if [[ $line == "220 "* ]]; then printf 'QUIT\r\n' >&9; exit 0; fi
-            [[ $line == "220-"* ]] || exit 1
-        done
-        exit 1
-    ) 2>/dev/null
-}
-wait_banner() {
-    local deadline=$(( SECONDS + $2 ))
-    while (( SECONDS < deadline )); do probe_banner "$1" && return 0; sleep 0.1; done
-    return 1
-}
-wait_listen() {
-    local deadline=$(( SECONDS + $2 ))
-    while (( SECONDS < deadline )); do port_in_use "$1" && return 0; sleep 0.05; done
-    return 1
-}
-STOP_RC=0
-stop_pid() {
-    local p=$1
-    STOP_RC=0
-    if kill -TERM "$p" 2>/dev/null; then
-        for _ in $(seq 300); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$p" 2>/dev/null && { log "pid $p ignored SIGTERM for 30 s: SIGKILL"; kill -KILL "$p" 2>/dev/null; }
-    fi
-    wait "$p" 2>/dev/null || STOP_RC=$?
-}
-proc_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
-proc_status() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }   # kB
-secs() { awk -v t="$1" -v h="$TICKS" 'BEGIN { printf "%.2f", t / h }'; }
-fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
-
-# -------------------------------------------------------------------- DNS ----
-MX_ADDRS=()
-for (( k = 0; k < MX_HOSTS; k++ )); do MX_ADDRS+=("127.0.0.$(( 2 + k ))"); done
-DNS_PID="" DNS_ADDR=""
-dns_start() {
-    "$PY" "$REPO_ROOT/bench/dns_zone.py" --domains "$DOMAINS" --mx-hosts "$MX_HOSTS" --listen 127.0.0.1:0 \
-        --ready-file "$TMP/dns.addr" --stats-file "$TMP/dns-stats.json" 2>"$TMP/dns.log" &
-    DNS_PID=$!
-    PIDS+=("$DNS_PID")
-    for _ in $(seq 100); do [[ -s $TMP/dns.addr ]] && break; kill -0 "$DNS_PID" 2>/dev/null || break; sleep 0.1; done
-    [[ -s $TMP/dns.addr ]] || { tail -n 3 "$TMP/dns.log" >&2; die "the DNS server did not start"; }
-    DNS_ADDR=$(cat "$TMP/dns.addr")
-}
-dns_queries() {
-    rm -f "$TMP/dns-stats.json"
-    kill -USR1 "$DNS_PID"
-    for _ in $(seq 50); do [[ -s $TMP/dns-stats.json ]] && break; sleep 0.05; done
-    grep -o '"queries": [0-9]*' "$TMP/dns-stats.json" | grep -o '[0-9]*$' || echo 0
-}
-
+mx_addrs "$MX_HOSTS"      # MX_ADDRS: the MX hosts' addresses
 count_in_log() { grep -c -F "$2" "$1" 2>/dev/null || true; }
 
 # ------------------------------------------------------------------ a run ----
@@ -174,37 +81,21 @@ run_one() {
     mkdir -p "$base/var"
     port=$(free_port)
     mx_port=$(free_port)   # nothing listens there until the drain
-    cat >"$base/ringmail.toml" <<EOF
-[server]
-hostname = "bench.example.test"
-data_dir = "$base/var"
-shards = 0
-[[listener]]
-protocol = "smtp"
-address = "127.0.0.1:$port"
-[relay]
-smarthost = ""
-allow_networks = ["127.0.0.0/8"]
-[delivery]
-smtp_port = $mx_port
-max_connections = $DEST_CONNS
-[dns]
-servers = ["$DNS_ADDR"]
-[smtp]
-max_connections_per_ip = 0
+    {
+        ringmail_toml_mx "$base/var" "$port" "$mx_port" "$DEST_CONNS" "$DNS_ADDR"
+        cat <<EOF
 [queue]
 min_backoff = "1h"
 max_backoff = "4h"
 EOF
+    } >"$base/ringmail.toml"
     cp "$base/ringmail.toml" "$TMP/ringmail.toml.txt"
-    "$RINGMAILD" --config "$base/ringmail.toml" >"$base/ringmaild.log" 2>&1 &
-    pid=$!
-    PIDS+=("$pid")
-    wait_banner "$port" 30 || { tail -n 20 "$base/ringmaild.log" >&2; die "ringmaild did not answer on $port"; }
+    ringmaild_start "$base/ringmail.toml" "$base/ringmaild.log" "$port"
+    pid=$SERVER_PID
     local nshards; nshards=$(grep -o 'ready: [0-9]* shards' "$base/ringmaild.log" | grep -o '[0-9]*' || echo null)
 
     # --- inject (MX hosts dead) ---
-    local q0 c0 t0 t_inj c_inj blast_rc=0
+    local q0 c0 t0 t_inj blast_rc=0
     q0=$(dns_queries); c0=$(proc_ticks "$pid")
     local -a cmd=("$BLAST" send --to "127.0.0.1:$port" --connections "$CONNS" --messages "$n" --size "$SIZE"
                   --domains "$DOMAINS" --timeout 120 --json -q)
@@ -236,13 +127,8 @@ EOF
     log "[N=$n] $deferred deferred ${defer_s} s after the start; full queue: VmRSS $rss kB (anon $anon, file $file), data_dir $du_kb kB"
 
     # --- drain ---
-    local listen="" a
-    for a in "${MX_ADDRS[@]}"; do listen+="${listen:+,}$a:$mx_port"; done
-    ( "$BLAST" sink --listen "$listen" --expect "$n" --duration "$TIMEOUT" --json \
-        >"$base/sink.json" 2>"$base/sink.err"
-      rc=$?; echo "$EPOCHREALTIME" >"$base/sink.end"; exit $rc ) &
-    local sink_pid=$!
-    PIDS+=("$sink_pid")
+    blast_sink_start "$base/sink" "$(mx_listen "$mx_port")" "$n" "$TIMEOUT"
+    local sink_pid=$SINK_PID
     wait_listen "$mx_port" 10 || die "sink did not listen on port $mx_port"
     local c1 q1 t_flush sink_rc=0
     c1=$(proc_ticks "$pid"); q1=$(dns_queries)
@@ -271,11 +157,9 @@ EOF
     local removed; removed=$(count_in_log "$base/ringmaild.log" ": removed")
     local dnsfail; dnsfail=$(count_in_log "$base/ringmaild.log" "DNS temporary failure")
     local nwarn; nwarn=$(grep -c -E ': (error|fatal)' "$base/ringmaild.log" || true)
-    grep -E ': (warning|error|fatal)' "$base/ringmaild.log" | grep -v ' paused for ' | head -n 5 >"$base/warn.txt" || true
-    local alive=1
-    kill -0 "$pid" 2>/dev/null || alive=0
-    stop_pid "$pid"
-    (( STOP_RC == 0 )) || log "[N=$n] ringmaild exit status $STOP_RC $( ((alive)) && echo 'after SIGTERM' || echo 'BEFORE SIGTERM')"
+    grep -E "$RM_WARN_RE" "$base/ringmaild.log" | grep -v ' paused for ' | head -n 5 >"$base/warn.txt" || true
+    ringmaild_stop 30
+    (( STOP_RC == 0 )) || log "[N=$n] ringmaild exit status $STOP_RC $STOP_WHEN"
     # per-second sink progress: "sink: 12s 34567 msgs (2890/s) ..."
     grep -o 'sink: [0-9]*s [0-9]* msgs' "$base/sink.err" | awk '{ sub("s", "", $2); print $2, $3 }' >"$base/progress.txt" || true
     [[ -s $base/blast.json ]] || echo null >"$base/blast.json"
@@ -283,7 +167,7 @@ EOF
     N=$n NSHARDS=$nshards INJECT_S=$inject_s DEFER_S=$defer_s DEFERRED=$deferred DRAIN_S=$drain_s \
     CPU_INJ=$(secs $(( c_def - c0 ))) CPU_DRAIN=$(secs $(( c2 - c1 ))) Q_INJ=$q_inj Q_DRAIN=$q_drain \
     RSS=$rss ANON=$anon FILE=$file HWM_FULL=$hwm_full HWM_END=$hwm_end DU_KB=$du_kb REMOVED=$removed \
-    DNSFAIL=$dnsfail BLAST_RC=$blast_rc SINK_RC=$sink_rc EXIT=$STOP_RC ALIVE=$alive NERR=$nwarn BASE=$base \
+    DNSFAIL=$dnsfail BLAST_RC=$blast_rc SINK_RC=$sink_rc EXIT=$STOP_RC ALIVE=$SERVER_ALIVE NERR=$nwarn BASE=$base \
     CMD="${cmd[*]}" OUTF="$TMP/run-$n.json" $PY - <<'PYEOF'
 import json, os
 E = os.environ
@@ -335,32 +219,24 @@ doc["ok"] = bool(s.get("messages") == n and b.get("messages") == n and not b.get
                  and not s.get("duplicates") and not s.get("checksum_failures") and doc["deferred_count"] >= n)
 json.dump(doc, open(E["OUTF"], "w"), indent=1)
 PYEOF
-    rm -rf "$base/var"
+    rm -rf "${base:?}/var"
 }
 
 # -------------------------------------------------------------------- main ----
 for b in "$BLAST" "$RINGMAILD" "$RINGMAILCTL"; do [[ -x $b ]] || die "$b not built: ninja -C build"; done
-$PY -c 'import dnslib' 2>/dev/null || die "python3-dnslib is missing: apt-get install python3-dnslib"
-TMP=$(mktemp -d /tmp/mx_scale.XXXXXX)
-cp "$BLAST" "$TMP/mxscale-blast"; BLAST="$TMP/mxscale-blast"
-cp "$RINGMAILD" "$TMP/mxscale-ringmaild"; RINGMAILD="$TMP/mxscale-ringmaild"
-ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-cpu_busy_pct() {
-    local a b
-    a=$(head -n 1 /proc/stat); sleep 1; b=$(head -n 1 /proc/stat)
-    awk -v a="$a" -v b="$b" 'BEGIN { split(a, x); split(b, y); t = 0
-        for (k = 2; k <= 9; k++) t += y[k] - x[k]
-        i = (y[5] - x[5]) + (y[6] - x[6])
-        printf "%.0f", (t > 0 ? 100 * (t - i) / t : 0) }'
-}
-BUSY_BEFORE=$(cpu_busy_pct)
-(( BUSY_BEFORE > 10 )) && log "WARNING: the CPUs were ${BUSY_BEFORE}% busy before the run: numbers will be skewed"
-STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+need_dnslib
+make_tmp mx_scale
+private_copy BLAST mxscale-blast
+private_copy RINGMAILD mxscale-ringmaild
+raise_nofile
+check_cpu_busy
+STAMP=$(utc_stamp)
 log "messages=$NLIST domains=$DOMAINS mx_hosts=$MX_HOSTS conns=$CONNS size=$SIZE tmp=$TMP (free disk: $(df -h --output=avail "$TMP" | tail -n 1 | tr -d ' '))"
-dns_start
+dns_zone_start "$DOMAINS" "$MX_HOSTS" 127.0.0.1:0
+DNS_ADDR=$(cat "$TMP/dns.addr")
 IFS=, read -r -a NS <<<"$NLIST"
 for n in "${NS[@]}"; do
-    sync; sleep 2
+    settle
     run_one "$n"
 done
 kill -TERM "$DNS_PID" 2>/dev/null; wait "$DNS_PID" 2>/dev/null || true
@@ -368,7 +244,7 @@ kill -TERM "$DNS_PID" 2>/dev/null; wait "$DNS_PID" 2>/dev/null || true
 mkdir -p "$RESULTS_DIR"
 OUT="$RESULTS_DIR/mx_scale-$STAMP.json"
 STAMP=$STAMP BUSY=$BUSY_BEFORE TMPD=$TMP OUT=$OUT NLIST=$NLIST DOMAINS=$DOMAINS MX_HOSTS=$MX_HOSTS CONNS=$CONNS SIZE=$SIZE \
-COMMIT="$(git -C "$REPO_ROOT" describe --always --dirty 2>/dev/null || echo unknown)" $PY - <<'PYEOF'
+COMMIT="$(git_commit)" $PY - <<'PYEOF'
 import json, os, platform
 E = os.environ
 runs = [json.load(open(os.path.join(E["TMPD"], f"run-{n}.json"))) for n in E["NLIST"].split(",")]
@@ -413,5 +289,4 @@ for r in runs:
     for l in r["log_samples"][:3]:
         print(f"  N={r['messages']} log: {l[:200]}")
 PYEOF
-echo "CPU busy (other work) in the second before the run: ${BUSY_BEFORE}%"
-echo "results: ${OUT#"$REPO_ROOT"/}"
+print_footer "$OUT"
