@@ -62,7 +62,6 @@ now() { echo "$EPOCHREALTIME"; }                       # bash >= 5
 # the Postfix instance and the temp dir go on exit
 CLEANUP_CHILDREN=0
 set_cleanup_traps
-FREE_PORT_SPAN=30000   # free_port: 20000-49999
 
 # ---------------------------------------------------------------- install ----
 ensure_deps() {
@@ -83,7 +82,7 @@ build_count_sink() {
     cc -O2 -o "$COUNT_SINK_BIN" "$REPO_ROOT/bench/count_sink.c" || die "cannot compile bench/count_sink.c"
 }
 sink_start() {    # $1 = label
-    SINK_PORT=$(free_port)
+    free_port SINK_PORT
     SINK_OUT="$TMP/sink-$1.out"
     if [[ $SINK == count ]]; then
         # writes "<count> <unix time of last message>" to SINK_OUT; stops by itself after TIMEOUT+60 s
@@ -166,7 +165,7 @@ run_load() {
 # ----------------------------------------------------------------- postfix ----
 phase_postfix() {
     local base="$TMP/postfix" port
-    port=$(free_port)
+    free_port port
     sink_start postfix
     postfix_configure_relay "$base" "$port" "$SINK_PORT" 200
     log "[postfix] starting private instance (config $base/etc, smtpd 127.0.0.1:$port, relayhost [127.0.0.1]:$SINK_PORT)"
@@ -187,7 +186,7 @@ phase_ringmail() {
         return
     fi
     local base="$TMP/ringmail" port pid
-    port=$(free_port)
+    free_port port
     sink_start ringmail
     mkdir -p "$base/var"
     {

@@ -51,7 +51,7 @@ NOFILE=$(ulimit -n)
 
 make_tmp idle_sessions
 private_copy RINGMAILD idle-ringmaild
-port=$(free_port)
+free_port port
 mkdir -p "$TMP/var"
 {
     ringmail_toml "$TMP/var" "$port" "127.0.0.1:9"
@@ -191,7 +191,8 @@ doc = {"benchmark": "idle_sessions", "date_utc": os.environ["STAMP"], "commit": 
        "rss_per_session_kib": round((h["VmRSS"] - b["VmRSS"]) / n, 2) if n else None,
        "ringmaild_alive_until_sigterm": os.environ["ALIVE"] == "1",
        "ringmaild_exit_status": int(os.environ["RM_RC"]), "ringmaild_log_warnings": int(os.environ["WARN"])}
-doc["target_met"] = n >= c["sessions_wanted"] and h["VmHWM"] < 200 * 1024
+# The issue's target is 10,000 sessions: a smaller run cannot meet it.
+doc["target_met"] = n >= max(c["sessions_wanted"], 10000) and h["VmHWM"] < 200 * 1024
 json.dump(doc, open(os.environ["OUT"], "w"), indent=1)
 mib = lambda k: f"{k / 1024:.1f} MiB"
 print()
@@ -202,7 +203,8 @@ print(f"ringmaild RSS: before {mib(b['VmRSS'])}, with sessions VmRSS {mib(h['VmR
 print(f"RSS per session: {doc['rss_per_session_kib']} KiB;  threads {h['Threads']}")
 print(f"new connection -> 220 while held ({len(c['probe_ms'])} probes): p50 {c['probe_p50_ms']} ms, max {c['probe_max_ms']} ms;"
       f" failures {c['probe_failures']}")
-print(f"target (10,000 sessions < 200 MiB): {'MET' if doc['target_met'] else 'NOT met'}")
+print(f"target (10,000 sessions < 200 MiB): {'MET' if doc['target_met'] else 'NOT met'}"
+      + ("" if n >= 10000 else f" (only {n} sessions were held)"))
 print(f"ringmaild: exit status {doc['ringmaild_exit_status']} after SIGTERM" if doc["ringmaild_alive_until_sigterm"]
       else f"ringmaild: DIED before SIGTERM, exit status {doc['ringmaild_exit_status']}")
 if c["open_error_samples"]:

@@ -187,16 +187,23 @@ private_copy() {
 settle() { sync; sleep 2; }
 
 # ------------------------------------------------------------------ ports ----
-# port_in_use PORT: true when something LISTENs (state 0A) on PORT, any
-# address, v4 or v6
-port_in_use() {
+# port_sockets PORT [STATE]: true when a TCP socket (v4 or v6, any address) has
+# PORT as its local port, in STATE (/proc/net/tcp hex, 0A = LISTEN) if given
+port_sockets() {
     local hex; hex=$(printf '%04X' "$1")
-    awk -v p=":$hex" 'NR > 1 && $4 == "0A" && substr($2, length($2) - 4) == p { f = 1 } END { exit !f }' \
-        /proc/net/tcp /proc/net/tcp6 2>/dev/null
+    awk -v p=":$hex" -v st="${2:-}" 'NR > 1 && substr($2, length($2) - 4) == p && (st == "" || $4 == st) { f = 1 }
+        END { exit !f }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
 }
+# port_in_use PORT: any socket uses PORT (listening, connected, closing)
+port_in_use() { port_sockets "$1"; }
+# port_listening PORT: something LISTENs on PORT
+port_listening() { port_sockets "$1" 0A; }
 
-# free_port: a random port from 20000 up (FREE_PORT_SPAN ports; the default
-# keeps below the ephemeral range 32768-60999) that nothing listens on
+# free_port VAR: sets VAR to a random port from 20000 up (FREE_PORT_SPAN ports,
+# below the kernel's ephemeral range 32768-60999, so no outgoing connection holds
+# it) that no socket uses and that this script has not handed out before. It
+# assigns rather than prints: inside $(...) the record of handed-out ports would
+# be lost, and two ports taken before either is bound could be the same.
 USED_PORTS=" "
 FREE_PORT_SPAN=12000
 free_port() {
@@ -205,7 +212,9 @@ free_port() {
         p=$(( 20000 + RANDOM % FREE_PORT_SPAN ))
         [[ $USED_PORTS == *" $p "* ]] && continue
         port_in_use "$p" && continue
-        USED_PORTS+="$p "; echo "$p"; return 0
+        USED_PORTS+="$p "
+        printf -v "$1" '%s' "$p"
+        return 0
     done
     die "no free port found"
 }
@@ -235,7 +244,7 @@ wait_banner() {
 # sink answers only sessions that count); false after SECONDS
 wait_listen() {
     local deadline=$(( SECONDS + $2 ))
-    while (( SECONDS < deadline )); do port_in_use "$1" && return 0; sleep 0.05; done
+    while (( SECONDS < deadline )); do port_listening "$1" && return 0; sleep 0.05; done
     return 1
 }
 

@@ -131,7 +131,7 @@ run_load() {
 # ---------------------------------------------------------------- ringmail ----
 phase_ringmail() {
     local base="$TMP/ringmail" port
-    port=$(free_port)
+    free_port port
     sink_start ringmail "$RM_N"
     mkdir -p "$base/var"
     ringmail_toml_mx "$base/var" "$port" "$MX_PORT" "$RM_DEST_CONNS" "$DNS_ADDR:53" >"$base/ringmail.toml"
@@ -167,7 +167,7 @@ phase_postfix() {
         return 1
     fi
     PF_DNS_STATUS="ok (resolv.conf bind-mounted: nameserver $DNS_ADDR; mx0.bench.test -> $got)"
-    port=$(free_port)
+    free_port port
     sink_start postfix "$PF_N"
     local pf_smtp_procs=$(( RM_DEST_CONNS * MX_HOSTS * NSHARDS_GUESS ))
     postfix_configure "$base" "$port" \
@@ -206,7 +206,7 @@ if want ringmail; then private_copy RINGMAILD mxbench-ringmaild; fi
 raise_nofile
 NSHARDS_GUESS=$(nproc)          # ringmaild's shards = 0 -> one per CPU
 NSHARDS=$NSHARDS_GUESS
-MX_PORT=$(free_port)
+free_port MX_PORT
 check_cpu_busy
 STAMP=$(utc_stamp)
 log "ringmail N=$RM_N postfix N=$PF_N conns=$CONNS size=$SIZE domains=$DOMAINS mx_hosts=$MX_HOSTS (${MX_ADDRS[0]}..${MX_ADDRS[-1]}:$MX_PORT) dns=$DNS_ADDR:53 tmp=$TMP"

@@ -79,8 +79,8 @@ count_in_log() { grep -c -F "$2" "$1" 2>/dev/null || true; }
 run_one() {
     local n=$1 base="$TMP/run-$1" port mx_port pid
     mkdir -p "$base/var"
-    port=$(free_port)
-    mx_port=$(free_port)   # nothing listens there until the drain
+    free_port port
+    free_port mx_port   # nothing listens there until the drain
     {
         ringmail_toml_mx "$base/var" "$port" "$mx_port" "$DEST_CONNS" "$DNS_ADDR"
         cat <<EOF

@@ -122,7 +122,7 @@ run_cell() {
 
 SINK_PORT="" SINK_JSON=""
 sink_start() {   # $1 label, $2 expected messages: a blast sink on a free port (SINK_PORT, SINK_PID)
-    SINK_PORT=$(free_port)
+    free_port SINK_PORT
     SINK_JSON="$TMP/sink-$1.json"
     blast_sink_start "$TMP/sink-$1" "127.0.0.1:$SINK_PORT" "$2" "$CELL_TIMEOUT" -q
     wait_listen "$SINK_PORT" 10 || die "sink did not listen on $SINK_PORT"
@@ -139,7 +139,7 @@ cell_ringmail() {   # size conns n pool
     local size=$1 conns=$2 n=$3 pool=$4
     local label="ringmail-p$pool-$size-$conns" base="$TMP/rm-p$pool-$size-$conns" port
     sink_start "$label" "$n"
-    port=$(free_port)
+    free_port port
     mkdir -p "$base/var"
     {
         ringmail_toml "$base/var" "$port" "127.0.0.1:$SINK_PORT"
@@ -173,7 +173,7 @@ cell_postfix() {   # size conns n
     local size=$1 conns=$2 n=$3
     local label="postfix-$size-$conns" base="$TMP/pf-$size-$conns" port
     sink_start "$label" "$n"
-    port=$(free_port)
+    free_port port
     postfix_configure_relay "$base" "$port" "$SINK_PORT" 600 "message_size_limit = 20480000"
     postfix_start "$base" "$port"
     POOL=50 run_cell postfix "$label" "$size" "$conns" "$n" "$port" "$SINK_PID" "$SINK_JSON"
