@@ -70,6 +70,7 @@ backoff_max = "1h"             # doubling from backoff_min up to backoff_max
 servers = []                   # ["127.0.0.1:5353"]; empty = /etc/resolv.conf
 timeout = "2s"                 # per try
 tries = 2
+max_queries_in_flight = 100    # per shard; further lookups wait (a burst would overrun the resolver)
 min_ttl = "60s"
 max_ttl = "1d"
 negative_ttl = "5m"            # NXDOMAIN and no-data answers
@@ -739,6 +740,7 @@ void load_dns(const loader& ld, const toml::table& root, config& c)
     constexpr milliseconds day{86'400'000};
     c.dns.timeout = s.duration("timeout", milliseconds(2000), milliseconds(1), milliseconds(60'000));
     c.dns.tries = s.integer<unsigned>("tries", 2, 1, 10);
+    c.dns.max_queries_in_flight = s.integer<unsigned>("max_queries_in_flight", 100, 2, 100'000);
     c.dns.min_ttl = s.duration("min_ttl", milliseconds(60'000), milliseconds(0), day);
     c.dns.max_ttl = s.duration("max_ttl", milliseconds(86'400'000), milliseconds(0), 7 * day);
     if (c.dns.max_ttl < c.dns.min_ttl)

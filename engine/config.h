@@ -126,6 +126,7 @@ struct dns_config {
     std::vector<net::socket_address> servers;    // empty = /etc/resolv.conf
     std::chrono::milliseconds timeout{2000};     // per try
     unsigned tries = 2;
+    unsigned max_queries_in_flight = 100;         // per shard; more wait their turn
     std::chrono::milliseconds min_ttl{60'000};
     std::chrono::milliseconds max_ttl{86'400'000};
     std::chrono::milliseconds negative_ttl{300'000};

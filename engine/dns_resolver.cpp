@@ -5,8 +5,10 @@
 #include <netinet/in.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
+#include <deque>
 #include <mutex>
 #include <unordered_map>
 
@@ -30,6 +32,8 @@ int64_t steady_ms() {
         .count();
 }
 
+struct query_batch;
+
 }  // namespace
 
 struct resolver::impl {
@@ -40,10 +44,17 @@ struct resolver::impl {
     ares_channel channel = nullptr;
     std::unordered_map<int, fd_watch*> watches;
     timer* armed_timer = nullptr;
+    // At most max_in_flight queries are sent at once; later batches wait here
+    // (FIFO) so that a burst (a flushed queue over thousands of domains) does
+    // not overrun the resolver, which would drop queries and fail them all.
+    unsigned max_in_flight = 100;
+    unsigned in_flight = 0;
+    std::deque<query_batch*> waiting;
 
     ~impl();
     void on_sock_state(int fd, bool readable, bool writable);
     void process(ares_socket_t rfd, ares_socket_t wfd);
+    void start_waiting();
     void update_timer();
     void cancel_timer();
 };
@@ -155,6 +166,7 @@ void resolver::impl::on_sock_state(int fd, bool readable, bool writable) {
 
 void resolver::impl::process(ares_socket_t rfd, ares_socket_t wfd) {
     ares_process_fd(channel, rfd, wfd);
+    start_waiting();  // outside c-ares: answers above made room
     update_timer();
 }
 
@@ -187,13 +199,6 @@ void resolver::impl::update_timer() {
     armed_timer = t;
 }
 
-resolver::impl::~impl() {
-    if (channel != nullptr) ares_destroy(channel);  // pending queries end with ARES_EDESTRUCTION
-    for (auto& [fd, w] : watches) w->orphan(r);
-    watches.clear();
-    cancel_timer();
-}
-
 namespace {
 
 void sock_state_cb(void* data, ares_socket_t fd, int readable, int writable) {
@@ -222,25 +227,58 @@ struct query_batch {
         o->status = status;
         if (abuf != nullptr && alen > 0) o->answer.assign(abuf, abuf + alen);
         query_batch* p = o->parent;
+        --p->r->in_flight;
         if (--p->remaining == 0 && !p->submitting) p->r->r->post(p->waiter);
+    }
+
+    // Sends the queries; false when they all ended at once (no callback to wait for).
+    bool submit() {
+        remaining = count;
+        submitting = true;
+        for (int i = 0; i < count; ++i) {
+            q[i].parent = this;
+            ++r->in_flight;
+            ares_query(r->channel, name->c_str(), ns_c_in, q[i].type, &callback, &q[i]);
+        }
+        submitting = false;
+        return remaining != 0;
     }
 
     bool await_ready() const noexcept { return false; }
     bool await_suspend(std::coroutine_handle<> h) {
         waiter = h;
-        remaining = count;
-        submitting = true;
-        for (int i = 0; i < count; ++i) {
-            q[i].parent = this;
-            ares_query(r->channel, name->c_str(), ns_c_in, q[i].type, &callback, &q[i]);
+        if (!r->waiting.empty() || r->in_flight + static_cast<unsigned>(count) > r->max_in_flight) {
+            r->waiting.push_back(this);  // started by start_waiting() when answers make room
+            return true;
         }
-        submitting = false;
-        if (remaining == 0) return false;  // all failed synchronously
+        if (!submit()) return false;  // all failed synchronously
         r->update_timer();
         return true;
     }
     void await_resume() const noexcept {}
 };
+
+}  // namespace
+
+resolver::impl::~impl() {
+    // Batches never sent end `temporary` (their status stays ARES_ETIMEOUT).
+    for (query_batch* b : waiting) r->post(b->waiter);
+    waiting.clear();
+    if (channel != nullptr) ares_destroy(channel);  // pending queries end with ARES_EDESTRUCTION
+    for (auto& [fd, w] : watches) w->orphan(r);
+    watches.clear();
+    cancel_timer();
+}
+
+void resolver::impl::start_waiting() {
+    while (!waiting.empty() && in_flight + static_cast<unsigned>(waiting.front()->count) <= max_in_flight) {
+        query_batch* b = waiting.front();
+        waiting.pop_front();
+        if (!b->submit()) r->post(b->waiter);  // ended at once: resume it like an answer
+    }
+}
+
+namespace {
 
 // Walks the answer section of a DNS response, calling f(type, ttl, rdata,
 // rdlen) for each IN record. Returns false on a malformed message.
@@ -299,6 +337,7 @@ result<std::unique_ptr<resolver>, resolver_error> resolver::create(const resolve
     o.sock_state_cb_data = p.get();
     o.timeout = static_cast<int>(options.timeout.count());
     o.tries = options.tries;
+    p->max_in_flight = std::max(2u, options.max_in_flight);
     o.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
     o.lookups = lookups;
     int mask = ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS | ARES_OPT_LOOKUPS;

@@ -38,6 +38,9 @@ struct resolver_options {
     std::vector<std::string> servers;
     std::chrono::milliseconds timeout{2000};  // per try
     int tries = 2;
+    // Queries sent at once (an MX lookup is one, an address lookup two); later
+    // lookups wait in order, so a burst does not overrun the server. >= 2.
+    unsigned max_in_flight = 100;
 };
 
 enum class resolver_error {

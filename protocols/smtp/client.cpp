@@ -290,7 +290,7 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
     _out.append("\r\n");
     if (env.smtputf8 && !_caps.smtputf8) {
         // RFC 6531 §3.5: cannot downgrade; a permanent failure for all.
-        for (auto& o : outcomes) o = {550, "550 5.6.7 next hop does not support SMTPUTF8"};
+        for (auto& o : outcomes) o = {550, "550 5.6.7 next hop does not support SMTPUTF8", {}};
         co_return true;
     }
 

@@ -181,6 +181,7 @@ engine::dns::cache* relay_scheduler::dns() {
     for (const auto& s : _cfg->dns.servers) o.servers.push_back(s.to_string());
     o.timeout = _cfg->dns.timeout;
     o.tries = static_cast<int>(_cfg->dns.tries);
+    o.max_in_flight = _cfg->dns.max_queries_in_flight;
     auto made = engine::dns::resolver::create(o);
     if (!made) {
         log::error("shard {}: cannot start the DNS resolver: {}", _shard.index(), engine::dns::describe(made.error()));

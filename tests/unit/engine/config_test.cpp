@@ -445,6 +445,7 @@ TEST(config, delivery_dns_and_shaping)
     EXPECT_EQ(d.delivery.limits.max_recipients, 50u);
     EXPECT_TRUE(d.delivery.limits.message_rate.unlimited());
     EXPECT_TRUE(d.dns.servers.empty());
+    EXPECT_EQ(d.dns.max_queries_in_flight, 100u);
     EXPECT_TRUE(d.shaping.empty());
 
     config c = load_config_string(with_listener(R"(
@@ -457,6 +458,7 @@ connection_rate = "5000/h"
 [dns]
 servers = ["127.0.0.1:5353", "[::1]:53"]
 min_ttl = "10s"
+max_queries_in_flight = 20
 
 [[shaping]]
 domain = "Gmail.com"
@@ -475,6 +477,7 @@ message_rate = "10/m"
     EXPECT_EQ(c.dns.servers[0].to_string(), "127.0.0.1:5353");
     EXPECT_EQ(c.dns.servers[1].to_string(), "[::1]:53");
     EXPECT_EQ(c.dns.min_ttl, 10s);
+    EXPECT_EQ(c.dns.max_queries_in_flight, 20u);
     ASSERT_EQ(c.shaping.size(), 2u);
     EXPECT_EQ(c.shaping[0].domain, "gmail.com");
     EXPECT_EQ(c.shaping[0].limits.max_connections, 2u);
@@ -487,6 +490,7 @@ message_rate = "10/m"
                         "test.toml:5:16: key 'delivery.message_rate': expected a rate such as");
     EXPECT_CONFIG_ERROR(with_listener("[delivery]\nsmtp_port = 0\n"), "key 'delivery.smtp_port': must be between 1");
     EXPECT_CONFIG_ERROR(with_listener("[dns]\nservers = [\"dns.example:53\"]\n"), "key 'dns.servers[0]'");
+    EXPECT_CONFIG_ERROR(with_listener("[dns]\nmax_queries_in_flight = 1\n"), "key 'dns.max_queries_in_flight'");
     EXPECT_CONFIG_ERROR(with_listener("[[shaping]]\nmax_connections = 2\n"), "set exactly one of `domain`");
     EXPECT_CONFIG_ERROR(with_listener("[[shaping]]\nmx = \"bad host\"\n"), "key 'shaping[0].mx'");
     EXPECT_CONFIG_ERROR(with_listener("[[shaping]]\ndomain = \"a.test\"\nmax_conections = 2\n"),

@@ -32,11 +32,12 @@ protected:
         set_this_ring(nullptr);
     }
 
-    resolver& make(std::chrono::milliseconds timeout = 1000ms, int tries = 2) {
+    resolver& make(std::chrono::milliseconds timeout = 1000ms, int tries = 2, unsigned max_in_flight = 100) {
         resolver_options o;
         o.servers = {_server.address()};
         o.timeout = timeout;
         o.tries = tries;
+        o.max_in_flight = max_in_flight;
         auto r = resolver::create(o);
         EXPECT_TRUE(r.ok());
         _resolver = std::move(*r);
@@ -210,6 +211,72 @@ TEST_F(DnsResolverTest, DestroyWithQueryInFlight) {
     drain();
     ASSERT_TRUE(out);
     EXPECT_EQ(out->outcome, dns_outcome::temporary);
+}
+
+TEST_F(DnsResolverTest, QueriesBeyondTheCapWaitForAnAnswer) {
+    // Two silent lookups fill a cap of 2; the third is not sent until one of
+    // them gives up, then it is sent and answered.
+    auto& r = make(300ms, 1, 2);
+    std::optional<mx_answer> silent1, silent2, third;
+    auto ask = [](resolver& r, std::string name, std::optional<mx_answer>& out) -> task<void> {
+        out.emplace(co_await r.query_mx(std::move(name)));
+    };
+    spawn(ask(r, "timeout.test", silent1));
+    spawn(ask(r, "timeout.test", silent2));
+    spawn(ask(r, "mx.test", third));
+    for (int i = 0; i < 10; ++i) _ring.run_once(10ms);
+    EXPECT_EQ(_server.queries(), 2);  // the cap holds: mx.test waits
+    EXPECT_EQ(_server.queries("mx.test", 15), 0);
+    EXPECT_FALSE(third);
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!third && std::chrono::steady_clock::now() < deadline) _ring.run_once(50ms);
+    ASSERT_TRUE(silent1 && silent2 && third);
+    EXPECT_EQ(silent1->outcome, dns_outcome::temporary);
+    EXPECT_EQ(third->outcome, dns_outcome::ok);
+    EXPECT_EQ(third->records.size(), 3u);
+}
+
+TEST_F(DnsResolverTest, BurstBeyondTheCapAllAnswered) {
+    // 60 lookups (an address lookup counts two) through a cap of 4: all answered.
+    auto& r = make(1000ms, 2, 4);
+    std::vector<std::optional<mx_answer>> mx(40);
+    std::vector<std::optional<address_answer>> addr(20);
+    for (auto& o : mx)
+        spawn([](resolver& r, std::optional<mx_answer>& out) -> task<void> {
+            out.emplace(co_await r.query_mx("mx.test"));
+        }(r, o));
+    for (auto& o : addr)
+        spawn([](resolver& r, std::optional<address_answer>& out) -> task<void> {
+            out.emplace(co_await r.query_a_aaaa("dual.test"));
+        }(r, o));
+    auto done = [&] {
+        return std::all_of(mx.begin(), mx.end(), [](auto& o) { return o.has_value(); }) &&
+               std::all_of(addr.begin(), addr.end(), [](auto& o) { return o.has_value(); });
+    };
+    auto deadline = std::chrono::steady_clock::now() + 10s;
+    while (!done() && std::chrono::steady_clock::now() < deadline) _ring.run_once(50ms);
+    ASSERT_TRUE(done());
+    for (auto& o : mx) EXPECT_EQ(o->outcome, dns_outcome::ok);
+    for (auto& o : addr) EXPECT_EQ(o->addresses.size(), 3u);
+    EXPECT_EQ(_server.queries(), 80);
+}
+
+TEST_F(DnsResolverTest, DestroyWithQueriesWaitingForTheCap) {
+    auto& r = make(5000ms, 1, 2);
+    std::optional<mx_answer> a, b, waiting;
+    auto ask = [](resolver& r, std::string name, std::optional<mx_answer>& out) -> task<void> {
+        out.emplace(co_await r.query_mx(std::move(name)));
+    };
+    spawn(ask(r, "timeout.test", a));
+    spawn(ask(r, "timeout.test", b));
+    spawn(ask(r, "mx.test", waiting));
+    for (int i = 0; i < 3; ++i) _ring.run_once(10ms);
+    EXPECT_FALSE(waiting);
+    _resolver.reset();
+    drain();
+    ASSERT_TRUE(a && b && waiting);
+    EXPECT_EQ(waiting->outcome, dns_outcome::temporary);
+    EXPECT_EQ(_server.queries("mx.test", 15), 0);
 }
 
 TEST(DnsResolverCreate, RejectsBadServerList) {
