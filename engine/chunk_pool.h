@@ -92,6 +92,15 @@ public:
         }
     }
 
+    // Calls f(view) for each part in order while it returns true.
+    template <class F>
+    void for_each_part(F&& f) const {
+        for (size_t i = 0; i < _chunks.size(); ++i) {
+            size_t n = (i + 1 == _chunks.size()) ? _tail_used : chunk_pool::chunk_bytes;
+            if (!f(std::string_view(_chunks[i]->data, n))) return;
+        }
+    }
+
     // The last `n` bytes (n <= size) copied into `out` — for checks like
     // "does the body end with CRLF" without walking the chain.
     bool ends_with(std::string_view suffix) const {

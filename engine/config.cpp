@@ -82,6 +82,7 @@ max_line_bytes = 1000
 message_size_limit = "50MiB"
 max_recipients = 1000
 max_errors = 10
+max_hops = 50                  # a message with this many Received: fields is refused (a mail loop)
 max_connections = 10000
 max_connections_per_ip = 100
 command_timeout = "300s"
@@ -762,6 +763,7 @@ void load_smtp(const loader& ld, const toml::table& root, config& c)
     m.message_size_limit = s.size("message_size_limit", 52'428'800, 0, std::numeric_limits<int64_t>::max());
     m.max_recipients = s.integer<unsigned>("max_recipients", 1000, 1, 1'000'000);
     m.max_errors = s.integer<unsigned>("max_errors", 10, 1, 10'000);
+    m.max_hops = s.integer<unsigned>("max_hops", 50, 2, 1000);
     m.max_connections = s.integer<unsigned>("max_connections", 10'000, 1, 10'000'000);
     m.max_connections_per_ip = s.integer<unsigned>("max_connections_per_ip", 100, 0, 10'000'000);
     constexpr milliseconds day{86'400'000};

@@ -140,6 +140,7 @@ struct smtp_config {
     uint64_t message_size_limit = 52'428'800;    // 0 = unlimited
     unsigned max_recipients = 1000;
     unsigned max_errors = 10;
+    unsigned max_hops = 50;                      // Received: fields that make a message a loop
     unsigned max_connections = 10'000;
     unsigned max_connections_per_ip = 100;       // 0 = unlimited
     std::chrono::milliseconds command_timeout{300'000};

@@ -18,6 +18,7 @@
 #include "protocols/smtp/address.h"
 #include "protocols/smtp/command_parser.h"
 #include "protocols/smtp/data_reader.h"
+#include "protocols/smtp/hop_count.h"
 #include "protocols/smtp/relay_scheduler.h"
 #include "store/envelope.h"
 
@@ -124,6 +125,7 @@ private:
     action on_data(std::string_view arg);
     action on_bdat(std::string_view arg);
     action end_of_data(const data_flags& flags, bool too_big);
+    bool too_many_hops() const;
 
     void reply(std::string_view line) {
         _out.append(line);
@@ -581,12 +583,21 @@ server_session::action server_session::end_of_data(const data_flags& flags, bool
     else if (flags.saw_bare_lf || flags.saw_bare_cr) refusal = "554 5.6.0 Error: bare CR or LF in message content";
     else if (flags.saw_nul) refusal = "554 5.6.0 Error: NUL in message content";
     else if (flags.line_too_long) refusal = "554 5.6.0 Error: message line longer than 1000 octets";
+    else if (too_many_hops()) refusal = "554 5.4.6 Error: too many hops (Received: header fields), a mail loop?";
     if (refusal != nullptr) {
         log::info("reject: end of data from {}: {}; from=<{}>", _peer_text, refusal, log::escaped(_sender, 100));
         reset_transaction();
         return error(refusal);
     }
     return action::commit;
+}
+
+// RFC 5321 §6.3 loop detection: the message already passed max_hops relays
+// (ours would add one more Received: field).
+bool server_session::too_many_hops() const {
+    received_counter c;
+    _body.for_each_part([&](std::string_view part) { return c.feed(part); });
+    return c.count() >= _cfg->smtp.max_hops;
 }
 
 void server_session::prepare_commit() {

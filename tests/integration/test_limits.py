@@ -291,3 +291,36 @@ def test_bdat_huge_declared_size_no_memory(start_daemon, sink):
         peak = d.rss_kib()
     assert peak - before < 50 * 1024, f"RSS grew {before} -> {peak} KiB"
     alive(d)
+
+
+def _hops(n: int) -> bytes:
+    return b"".join(f"Received: from hop{i}.example.test by relay{i}.example.test;\r\n"
+                    f"\tMon, 24 Nov 2025 10:00:{i % 60:02d} +0000\r\n".encode() for i in range(n))
+
+
+def test_mail_loop_refused_by_received_count(start_daemon, sink):
+    """RFC 5321 §6.3: a message already carrying max_hops Received: fields is a loop:
+    554 5.4.6 at the end of DATA (and of BDAT LAST); one fewer is relayed, and
+    Received: lines in the body do not count."""
+    d = start_daemon(sink, config={"smtp": {"max_hops": 10}})
+    ok_id, loop_id, bloop_id = unique("hops9"), unique("hops10"), unique("bhops10")
+    with RawSMTP(d.host, d.port) as c:
+        c.ehlo()
+        r = _data_message(c, make_message(ok_id, extra=_hops(9), body=_hops(30)))
+        assert r.code == 250, r
+        r = _data_message(c, make_message(loop_id, extra=_hops(10)))
+        assert r.code == 554 and "5.4.6" in r.text, r
+        msg = make_message(bloop_id, extra=_hops(10))
+        assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
+        assert c.cmd("RCPT TO:<bob@example.test>").code == 250
+        c.send(f"BDAT {len(msg)} LAST\r\n".encode() + msg)
+        r = c.reply()
+        assert r.code == 554 and "5.4.6" in r.text, r
+        assert c.cmd("NOOP").code == 250
+        assert c.cmd("QUIT").code == 221
+    sink.wait_for(lambda ms: any(m.message_id == f"<{ok_id}>" for m in ms), 30, "the 9-hop message")
+    d.wait_queue_empty(30)
+    got = [m for m in sink.snapshot() if m.message_id == f"<{ok_id}>"][0]
+    assert got.data.count(b"Received: from hop") == 39  # 9 in the header, 30 in the body
+    assert not any(m.message_id in (f"<{loop_id}>", f"<{bloop_id}>") for m in sink.snapshot_attempts())
+    d.wait_log(r"reject: end of data .*5\.4\.6")
