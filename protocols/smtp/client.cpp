@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -181,6 +182,10 @@ engine::task<bool> client::open() {
     }
     bool greeted = co_await ehlo();
     if (!greeted) co_return false;
+    if (_loops_back) {
+        co_await quit();
+        co_return false;
+    }
     if (_options.tls == tls_policy::none) co_return true;
     if (!_caps.starttls) {
         if (_options.tls == tls_policy::required) {
@@ -214,11 +219,30 @@ engine::task<bool> client::ehlo() {
         }
         _ehlo_reply.clear();
         _caps = {};
+        check_loop(helo.text);
     } else {
         _ehlo_reply = std::move(ehlo.raw);
         _caps = parse_ehlo_capabilities(_ehlo_reply);
+        check_loop(ehlo.text);
     }
     co_return true;
+}
+
+// The first word of the EHLO/HELO reply is the server's name (RFC 5321
+// §4.1.1.1); our own name there means we are talking to ourselves.
+void client::check_loop(std::string_view reply_text) {
+    std::string_view text = reply_text;  // "250-name greets you ..." or "250 name"
+    if (text.size() <= 4) return;
+    text.remove_prefix(4);
+    size_t end = text.find_first_of(" \r\n");
+    std::string_view name = text.substr(0, end);
+    const std::string& mine = _cfg.server.hostname;
+    if (name.size() != mine.size() || name.empty()) return;
+    for (size_t i = 0; i < name.size(); ++i)
+        if (std::tolower(static_cast<unsigned char>(name[i])) != std::tolower(static_cast<unsigned char>(mine[i])))
+            return;
+    _loops_back = true;
+    _last_error = fmt::format("{} greeted with my own hostname {}: mail loops back to myself", _peer_name, mine);
 }
 
 void client::tls_error(std::string what) {

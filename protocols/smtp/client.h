@@ -106,6 +106,10 @@ public:
     // certificate check) failed. For opportunistic TLS the caller may retry
     // with options().without_tls(); for required TLS it must defer.
     bool tls_failed() const { return _tls_failed; }
+    // open() failed because the peer greeted (EHLO/HELO reply) with our own
+    // server.hostname: the next hop is this server, a mail loop (Postfix:
+    // "loops back to myself").
+    bool loops_back() const { return _loops_back; }
     // "TLSv1.3 TLS_AES_256_GCM_SHA384" when the session is encrypted, else "".
     std::string tls_description() const;
     const client_options& options() const { return _options; }
@@ -119,6 +123,7 @@ private:
     engine::task<reply> read_reply(bool keep_raw = false);
     engine::task<bool> ehlo();        // EHLO (HELO fallback); sets _caps
     engine::task<bool> starttls();    // STARTTLS, 220, handshake, EHLO again
+    void check_loop(std::string_view reply_text);  // sets _loops_back
     void tls_error(std::string what);  // sets _last_error and _tls_failed
     engine::task<bool> send_all(std::string_view data);
     engine::task<bool> send_body(std::string_view body);  // dot-stuffed, from the map
@@ -130,6 +135,7 @@ private:
     client_options _options;
     std::unique_ptr<engine::tls::session> _tls;  // set once the handshake succeeded
     bool _tls_failed = false;
+    bool _loops_back = false;
     std::string _peer_name;
     int _fd = -1;
     ehlo_capabilities _caps{};

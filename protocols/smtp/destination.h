@@ -53,6 +53,9 @@ struct destination {
     // not one per message that arrived meanwhile.
     bool proven = false;
     std::string pause_reason;
+    // Set by the last connect() when a most-preferred host greeted with our
+    // own name: the jobs bounce (5.4.6) instead of waiting, as in Postfix.
+    std::string loop_reason;
 
     bool paused(int64_t now_us) const { return paused_until_us > now_us; }
     void set_limits(const destination_limits& l) {

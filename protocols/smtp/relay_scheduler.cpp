@@ -396,6 +396,7 @@ engine::task<void> relay_scheduler::timer_loop() {
 // IPv4), until one greets; nullptr when none did.
 engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d, std::shared_ptr<const config> cfg) {
     auto hosts = d.hosts;  // the list may be replaced while we wait
+    d.loop_reason.clear();
     // RFC 5321 §5.1: random order among equal preferences, drawn per
     // connection so the load spreads over them (the list is sorted).
     for (size_t i = 0; i < hosts.size();) {
@@ -432,6 +433,16 @@ engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d, s
             }
             log::info("delivery to {}: {}", d.key, c->last_error());
             d.pause_reason = c->last_error();
+            if (c->loops_back()) {
+                // We are this MX. RFC 5321 §5.1: hosts as preferred as we are,
+                // or less, must not be used. Most preferred: the mail has nowhere
+                // to go (bounce); else it waits for the better hosts (defer).
+                log::warning("delivery to {}: {} (if it is another server, give one of the two another "
+                             "[server] hostname)", d.key, c->last_error());
+                if (h.preference == hosts.front().preference) d.loop_reason = c->last_error();
+                else d.pause_reason = c->last_error() + "; waiting for a more preferred MX host";
+                co_return nullptr;
+            }
         }
     }
     if (hosts.empty()) d.pause_reason = "no address to connect to";
@@ -452,7 +463,12 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
         std::unique_ptr<client> opened = co_await connect(d, cfg);
         c = std::move(opened);
     }
-    if (!c) {
+    if (!c && !_stopping && !d.loop_reason.empty()) {
+        std::deque<delivery_job> jobs;
+        jobs.swap(d.ready);
+        std::string why = fmt::format("554 5.4.6 {}", d.loop_reason);
+        for (auto& job : jobs) co_await fail_job(std::move(job), 554, why);
+    } else if (!c) {
         if (!_stopping) {
             // Every host failed: pause the destination (growing intervals) and
             // defer what waits for it, rather than each job trying on its own.

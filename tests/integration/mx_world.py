@@ -152,14 +152,14 @@ class MxWorld:
 
     # -- sinks ------------------------------------------------------------------------------
     def sink(self, host: str, behaviour: str = "accept", stage: Optional[str] = None,
-             tls_context=None) -> Sink:
+             tls_context=None, greeting_name: str = "sink.example.test") -> Sink:
         """The sink on host:P, started (unless "dead"). Asking again for the same host
         returns the same sink, with the behaviour applied."""
         assert self._started, "MxWorld not started"
         if behaviour not in BEHAVIOURS:
             raise ValueError(f"behaviour {behaviour!r}: one of {BEHAVIOURS}")
         if host not in self._sinks:
-            self._sinks[host] = Sink(host, self._port, tls_context=tls_context)
+            self._sinks[host] = Sink(host, self._port, tls_context=tls_context, greeting_name=greeting_name)
             self._behaviour[host] = "dead"
         self.set_behaviour(host, behaviour, stage)
         return self._sinks[host]

@@ -342,6 +342,37 @@ def test_burst_over_many_domains_does_not_overrun_the_resolver(start_daemon, mx_
     assert len({m.rcpt_tos[0] for m in sink.snapshot()}) == n
 
 
+def test_mx_that_is_ourselves_bounces_as_a_loop(start_daemon, mx_world):
+    """A domain whose best MX greets with our own hostname would send its mail round in
+    a circle: as Postfix, bounce it "loops back to myself" (5.4.6) at once. When a less
+    preferred MX is ourselves, we are that backup MX: RFC 5321 §5.1 forbids hosts at our
+    preference or worse, so the mail waits for the better host, never the worse one."""
+    from conftest import HOSTNAME
+    w = mx_world
+    home = origin(w)
+    w.add_mx("loop.test", 10, "mx.loop.test", "127.0.0.20")
+    me = w.sink("127.0.0.20", greeting_name=HOSTNAME.upper())  # names compare in any case
+    w.add_mx("backup.test", 10, "mx1.backup.test", "127.0.0.21")  # dead, so the loop host is next
+    w.sink("127.0.0.21", behaviour="dead")
+    w.add_mx("backup.test", 20, "mx2.backup.test", "127.0.0.20")
+    w.add_mx("backup.test", 30, "mx3.backup.test", "127.0.0.22")
+    good = w.sink("127.0.0.22")
+    d = start_daemon("", config=w.config)
+    qid = submit(d, ["a@loop.test"])
+    d.wait_log(rf"{qid}: to=<a@loop\.test> relay=none .*status=bounced \(554 5\.4\.6 .*loops back to myself")
+    home.wait_for(lambda ms: dsns(home), 20, "the DSN")
+    assert b"5.4.6" in dsns(home)[0].data and b"a@loop.test" in dsns(home)[0].data
+    qid2 = submit(d, ["b@backup.test"])
+    d.wait_log(rf"{qid2}: to=<b@backup\.test> relay=none .*status=deferred .*loops back to myself")
+    w.set_behaviour("127.0.0.21", "accept")  # the better MX comes back
+    better = w.get("127.0.0.21")
+    d.ctl("queue", "flush")
+    assert better.wait_count(1, 20)[0].rcpt_tos == ["b@backup.test"]
+    d.wait_log(rf"{qid2}: removed")
+    assert me.snapshot() == [] and good.snapshot() == []  # neither "ourselves" nor a worse MX
+    assert len(dsns(home)) == 1
+
+
 def test_egress_source_address_and_ehlo_by_sender_domain(start_daemon, mx_world):
     w = mx_world
     w.add_mx("dest.test", 10, "mx.dest.test", "127.0.0.18")
