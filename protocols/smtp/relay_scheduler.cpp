@@ -431,9 +431,10 @@ engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d, s
                     log::info("{}: TLS connection established: {}", c->peer_name(), c->tls_description());
                 co_return c;
             }
-            log::info("delivery to {}: {}", d.key, c->last_error());
             d.pause_reason = c->last_error();
-            if (c->loops_back()) {
+            if (!c->loops_back()) {
+                log::info("delivery to {}: {}", d.key, c->last_error());
+            } else {
                 // We are this MX. RFC 5321 §5.1: hosts as preferred as we are,
                 // or less, must not be used. Most preferred: the mail has nowhere
                 // to go (bounce); else it waits for the better hosts (defer).
