@@ -213,17 +213,26 @@ TEST_F(DnsResolverTest, DestroyWithQueryInFlight) {
     EXPECT_EQ(out->outcome, dns_outcome::temporary);
 }
 
+// Spawned MX lookup that stores its answer in `out`.
+task<void> ask_mx(resolver& r, std::string name, std::optional<mx_answer>& out) {
+    out.emplace(co_await r.query_mx(std::move(name)));
+}
+
+// Two lookups of a name that is never answered, then one of mx.test: with a
+// cap of 2 the last one has to wait.
+void fill_cap_of_two(resolver& r, std::optional<mx_answer>& silent1, std::optional<mx_answer>& silent2,
+                     std::optional<mx_answer>& third) {
+    spawn(ask_mx(r, "timeout.test", silent1));
+    spawn(ask_mx(r, "timeout.test", silent2));
+    spawn(ask_mx(r, "mx.test", third));
+}
+
 TEST_F(DnsResolverTest, QueriesBeyondTheCapWaitForAnAnswer) {
     // Two silent lookups fill a cap of 2; the third is not sent until one of
     // them gives up, then it is sent and answered.
     auto& r = make(300ms, 1, 2);
     std::optional<mx_answer> silent1, silent2, third;
-    auto ask = [](resolver& r, std::string name, std::optional<mx_answer>& out) -> task<void> {
-        out.emplace(co_await r.query_mx(std::move(name)));
-    };
-    spawn(ask(r, "timeout.test", silent1));
-    spawn(ask(r, "timeout.test", silent2));
-    spawn(ask(r, "mx.test", third));
+    fill_cap_of_two(r, silent1, silent2, third);
     for (int i = 0; i < 10; ++i) _ring.run_once(10ms);
     EXPECT_EQ(_server.queries(), 2);  // the cap holds: mx.test waits
     EXPECT_EQ(_server.queries("mx.test", 15), 0);
@@ -241,10 +250,7 @@ TEST_F(DnsResolverTest, BurstBeyondTheCapAllAnswered) {
     auto& r = make(1000ms, 2, 4);
     std::vector<std::optional<mx_answer>> mx(40);
     std::vector<std::optional<address_answer>> addr(20);
-    for (auto& o : mx)
-        spawn([](resolver& r, std::optional<mx_answer>& out) -> task<void> {
-            out.emplace(co_await r.query_mx("mx.test"));
-        }(r, o));
+    for (auto& o : mx) spawn(ask_mx(r, "mx.test", o));
     for (auto& o : addr)
         spawn([](resolver& r, std::optional<address_answer>& out) -> task<void> {
             out.emplace(co_await r.query_a_aaaa("dual.test"));
@@ -264,12 +270,7 @@ TEST_F(DnsResolverTest, BurstBeyondTheCapAllAnswered) {
 TEST_F(DnsResolverTest, DestroyWithQueriesWaitingForTheCap) {
     auto& r = make(5000ms, 1, 2);
     std::optional<mx_answer> a, b, waiting;
-    auto ask = [](resolver& r, std::string name, std::optional<mx_answer>& out) -> task<void> {
-        out.emplace(co_await r.query_mx(std::move(name)));
-    };
-    spawn(ask(r, "timeout.test", a));
-    spawn(ask(r, "timeout.test", b));
-    spawn(ask(r, "mx.test", waiting));
+    fill_cap_of_two(r, a, b, waiting);
     for (int i = 0; i < 3; ++i) _ring.run_once(10ms);
     EXPECT_FALSE(waiting);
     _resolver.reset();
