@@ -47,6 +47,7 @@ tls_ca_file = ""               # PEM file of trusted CAs; empty = the system CA 
 
 [delivery]                     # MX delivery (relay.smarthost empty)
 smtp_port = 25                 # port of every MX host
+max_mx_addresses = 5           # MX addresses tried per connection attempt (0 = all)
 max_connections = 20           # per destination (set of MX hosts)
 max_messages_per_connection = 1000
 max_recipients = 50            # per transaction
@@ -632,6 +633,7 @@ void load_delivery(const loader& ld, const toml::table& root, config& c)
 {
     section s = open_section(ld, root, "delivery");
     c.delivery.smtp_port = s.integer<uint16_t>("smtp_port", 25, 1, 65'535);
+    c.delivery.max_mx_addresses = s.integer<unsigned>("max_mx_addresses", 5, 0, 1000);
     c.delivery.limits = load_limits(s, destination_limits{});
     constexpr milliseconds day{86'400'000};
     c.delivery.backoff_min = s.duration("backoff_min", milliseconds(60'000), milliseconds(1), day);
@@ -884,6 +886,7 @@ void for_each_change(const config& a, const config& b, F&& emit)
     RINGMAIL_CMP(false, "relay.command_timeout", relay.command_timeout);
     RINGMAIL_CMP(false, "relay.idle_timeout", relay.idle_timeout);
     RINGMAIL_CMP(false, "delivery.smtp_port", delivery.smtp_port);
+    RINGMAIL_CMP(false, "delivery.max_mx_addresses", delivery.max_mx_addresses);
     RINGMAIL_CMP(false, "delivery.limits", delivery.limits);
     RINGMAIL_CMP(false, "delivery.backoff_min", delivery.backoff_min);
     RINGMAIL_CMP(false, "delivery.backoff_max", delivery.backoff_max);

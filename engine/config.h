@@ -97,6 +97,7 @@ struct destination_limits {
 
 struct delivery_config {
     uint16_t smtp_port = 25;                     // port of every MX host
+    unsigned max_mx_addresses = 5;               // addresses tried per connection attempt, 0 = all
     destination_limits limits;                   // defaults for every destination
     // A destination whose hosts all fail to connect (or greet with 421) is
     // paused: first for backoff_min, doubling up to backoff_max.

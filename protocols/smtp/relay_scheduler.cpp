@@ -405,9 +405,17 @@ engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d, s
         std::shuffle(hosts.begin() + static_cast<long>(i), hosts.begin() + static_cast<long>(j), _rng);
         i = j;
     }
+    // Postfix's smtp_mx_address_limit: a destination whose hosts all time out
+    // must not hold a connection slot for hosts x addresses x connect_timeout.
+    const unsigned limit = cfg->delivery.max_mx_addresses;
+    unsigned tried = 0;
     for (const auto& h : hosts) {
         for (const auto& a : h.addresses) {
             if (_stopping) co_return nullptr;
+            if (limit != 0 && tried++ == limit) {
+                log::info("delivery to {}: {} addresses tried, the limit ([delivery] max_mx_addresses)", d.key, limit);
+                co_return nullptr;
+            }
             client_options options = options_for(d, h);
             std::string peer = h.name != a.host_string() ? fmt::format("{}[{}]:{}", h.name, a.host_string(), a.port())
                                                          : a.to_string();

@@ -373,6 +373,27 @@ def test_mx_that_is_ourselves_bounces_as_a_loop(start_daemon, mx_world):
     assert len(dsns(home)) == 1
 
 
+def test_mx_addresses_tried_per_attempt_are_limited(start_daemon, mx_world):
+    """[delivery] max_mx_addresses (Postfix's smtp_mx_address_limit): an attempt tries at
+    most that many addresses, in preference order; a working host beyond them is not
+    reached (the mail is deferred), one within them is."""
+    w = mx_world
+    for pref, host, addr in ((10, "mx1", "127.0.0.23"), (20, "mx2", "127.0.0.24"), (30, "mx3", "127.0.0.25")):
+        w.add_mx("far.test", pref, f"{host}.far.test", addr)
+    w.add_mx("near.test", 10, "mx1.near.test", "127.0.0.23")
+    w.add_mx("near.test", 20, "mx2.near.test", "127.0.0.25")
+    w.sinks_on(["127.0.0.23", "127.0.0.24"], behaviour="dead")
+    alive = w.sink("127.0.0.25")
+    d = start_daemon("", config=w.daemon_config({"delivery": {"max_mx_addresses": 2}}))
+    far = submit(d, ["a@far.test"])
+    near = submit(d, ["b@near.test"])
+    assert alive.wait_count(1, 20)[0].rcpt_tos == ["b@near.test"]
+    d.wait_log(r"delivery to .*far\.test.*: 2 addresses tried, the limit")
+    d.wait_log(rf"{far}: to=<a@far\.test> relay=none .*status=deferred")
+    d.wait_log(rf"{near}: removed")
+    assert [m.rcpt_tos for m in alive.snapshot()] == [["b@near.test"]]
+
+
 def test_egress_source_address_and_ehlo_by_sender_domain(start_daemon, mx_world):
     w = mx_world
     w.add_mx("dest.test", 10, "mx.dest.test", "127.0.0.18")

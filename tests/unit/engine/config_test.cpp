@@ -441,6 +441,7 @@ TEST(config, delivery_dns_and_shaping)
 {
     const config d = load_config_string(default_config_toml, "default");
     EXPECT_EQ(d.delivery.smtp_port, 25);
+    EXPECT_EQ(d.delivery.max_mx_addresses, 5u);
     EXPECT_EQ(d.delivery.limits.max_connections, 20u);
     EXPECT_EQ(d.delivery.limits.max_recipients, 50u);
     EXPECT_TRUE(d.delivery.limits.message_rate.unlimited());
@@ -451,6 +452,7 @@ TEST(config, delivery_dns_and_shaping)
     config c = load_config_string(with_listener(R"(
 [delivery]
 smtp_port = 2525
+max_mx_addresses = 0
 max_connections = 4
 message_rate = "100/s"
 connection_rate = "5000/h"
@@ -470,6 +472,7 @@ message_rate = "10/m"
 )"),
                                   "test.toml");
     EXPECT_EQ(c.delivery.smtp_port, 2525);
+    EXPECT_EQ(c.delivery.max_mx_addresses, 0u);
     EXPECT_EQ(c.delivery.limits.max_connections, 4u);
     EXPECT_EQ(c.delivery.limits.message_rate, (rate_limit{100, 1000ms}));
     EXPECT_EQ(c.delivery.limits.connection_rate, (rate_limit{5000, 3'600'000ms}));
