@@ -312,6 +312,13 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
         if (!env.envid.empty()) fmt::format_to(std::back_inserter(_out), " ENVID={}", env.envid);
     }
     _out.append("\r\n");
+    if (_caps.size_limit != 0 && m.body.size() > _caps.size_limit) {
+        // RFC 1870 §6: the server announced it would refuse it; do not send it.
+        std::string why = fmt::format("552 5.3.4 message size {} exceeds size limit {} of {}", m.body.size(),
+                                      _caps.size_limit, _peer_name);
+        for (auto& o : outcomes) o = {552, why, {}};
+        co_return true;
+    }
     if (env.smtputf8 && !_caps.smtputf8) {
         // RFC 6531 §3.5: cannot downgrade; a permanent failure for all.
         for (auto& o : outcomes) o = {550, "550 5.6.7 next hop does not support SMTPUTF8", {}};

@@ -245,6 +245,7 @@ class Sink:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, tls_context=None,
                  greeting_name: str = "sink.example.test") -> None:
         self.greeting_name = greeting_name  # the name in its 220 greeting and EHLO reply
+        self.size_limit = 64 * 1024 * 1024  # announced as SIZE (set before start)
         self.host = host
         self.tls_context = tls_context  # an ssl.SSLContext: offer STARTTLS
         self.port = port
@@ -279,7 +280,7 @@ class Sink:
             ctl = _SinkController(
                 self, _Handler(self), hostname=self.host, port=port,
                 enable_SMTPUTF8=True, decode_data=False,
-                data_size_limit=64 * 1024 * 1024,
+                data_size_limit=self.size_limit,
                 server_hostname=self.greeting_name, ready_timeout=10.0,
                 **({"tls_context": self.tls_context, "require_starttls": False}
                    if self.tls_context is not None else {}),

@@ -394,6 +394,27 @@ def test_mx_addresses_tried_per_attempt_are_limited(start_daemon, mx_world):
     assert [m.rcpt_tos for m in alive.snapshot()] == [["b@near.test"]]
 
 
+def test_message_over_the_next_hops_size_limit_bounces_unsent(start_daemon, mx_world):
+    """RFC 1870: a next hop announcing SIZE 2000 would refuse a bigger message; it is not
+    sent (no MAIL at all) and bounces 5.3.4 with the limit in the DSN; a smaller one goes."""
+    w = mx_world
+    home = origin(w)
+    w.add_mx("small.test", 10, "mx.small.test", "127.0.0.26")
+    small = w.sink("127.0.0.26")
+    small.size_limit = 2000
+    w.set_behaviour("127.0.0.26", "dead")  # restart it with the new limit
+    w.set_behaviour("127.0.0.26", "accept")
+    d = start_daemon("", config=w.config)
+    big = submit(d, ["a@small.test"], body=(b"x" * 70 + b"\r\n") * 40)
+    d.wait_log(rf"{big}: to=<a@small\.test> relay=mx\.small\.test.*status=bounced \(552 5\.3\.4 message size \d+ exceeds size limit 2000")
+    home.wait_for(lambda ms: dsns(home), 20, "the DSN")
+    assert b"5.3.4" in dsns(home)[0].data
+    ok = submit(d, ["b@small.test"])
+    assert small.wait_count(1, 20)[0].rcpt_tos == ["b@small.test"]
+    d.wait_log(rf"{ok}: removed")
+    assert len(small.snapshot_attempts()) == 1, small.snapshot_attempts()
+
+
 def test_egress_source_address_and_ehlo_by_sender_domain(start_daemon, mx_world):
     w = mx_world
     w.add_mx("dest.test", 10, "mx.dest.test", "127.0.0.18")
