@@ -109,12 +109,12 @@ int put_op(MDB_txn* txn, MDB_dbi env_dbi, MDB_dbi body_dbi, const spool_op& op) 
         }
         case spool_op::kind::update: {
             MDB_val existing;
-            if (int rc = mdb_get(txn, env_dbi, &key, &existing)) return rc;
+            if (int rc = mdb_get(txn, env_dbi, &key, &existing)) return rc == MDB_NOTFOUND ? 0 : rc;
             MDB_val rec{op.envelope_record.size(), const_cast<char*>(op.envelope_record.data())};
             return mdb_put(txn, env_dbi, &key, &rec, 0);
         }
         case spool_op::kind::remove: {
-            if (int rc = mdb_del(txn, env_dbi, &key, nullptr)) return rc;
+            if (int rc = mdb_del(txn, env_dbi, &key, nullptr); rc != 0 && rc != MDB_NOTFOUND) return rc;
             int rc = mdb_del(txn, body_dbi, &key, nullptr);
             // A body missing under a present envelope is tolerated on remove:
             // the goal state (neither present) is reached either way.

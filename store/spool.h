@@ -156,8 +156,11 @@ public:
     // All ops in ONE write transaction, committed (and fsync'd) before return.
     //   put:    envelope and body must not exist (spool_error::exists); the
     //           body is written with MDB_RESERVE and each part memcpy'd once.
-    //   update: replaces the envelope record; not_found if the id is absent.
-    //   remove: deletes envelope and body; not_found if the id is absent.
+    //   update: replaces the envelope record; nothing if the id is absent.
+    //   remove: deletes envelope and body; nothing if the id is absent.
+    // (An absent id was removed meanwhile, e.g. by `ringmailctl queue delete`
+    // from another process: recording a delivery outcome for it must neither
+    // recreate it nor fail the other ops of the batch.)
     // Ops apply in order. Any failure aborts the whole transaction: nothing
     // of the batch is written. An empty span is a no-op success.
     result<void, spool_error> apply(std::span<const spool_op> ops);

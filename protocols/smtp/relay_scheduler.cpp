@@ -145,7 +145,10 @@ void relay_scheduler::activate(uint64_t id) {
             return;
         }
         auto rec = view->envelope_record(id);
-        if (!rec) return;  // gone (removed meanwhile)
+        if (!rec) {  // removed meanwhile (ringmailctl queue delete)
+            log::info("{}: no longer in the queue (deleted), not retried", store::to_hex(id).view());
+            return;
+        }
         auto decoded = store::decode(*rec);
         if (!decoded) {
             log::error("{}: unreadable queue record ({})", store::to_hex(id).view(),

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import smtplib
+import subprocess
 import time
 
-from conftest import make_message, queue_id_of, unique
+from conftest import RINGMAILCTL, make_message, queue_id_of, unique
 
 
 def submit(d, msgid: str, rcpts=("bob@example.test",)) -> str:
@@ -75,3 +76,42 @@ def test_queue_json_while_smarthost_down(start_daemon, sink):
     assert m["recipients"] == ["bob@example.test"], m
     doc = d.queue_json()
     assert doc["count"] == len(doc["messages"]) >= 1
+
+
+def test_queue_delete_while_the_daemon_runs(start_daemon, sink):
+    """`ringmailctl queue delete` removes deferred messages from the running daemon's
+    queue: by id, from stdin, or ALL; an unknown id is reported (exit 1). A deleted
+    message is never delivered, and a retry of it does not bring it back."""
+    d = start_daemon(sink, config={"queue": {"min_backoff": "1s", "max_backoff": "1s"}})
+    sink.tempfail_all = True  # every attempt deferred, so all stay queued
+    ids = [unique("del") for _ in range(4)]
+    qids = [submit(d, m) for m in ids]
+    for q in qids:
+        wait_queued(d, q, lambda m: m["attempts"] >= 1)
+    r = d.ctl("queue", "delete", qids[0])
+    assert r.returncode == 0 and f"{qids[0]}: removed" in r.stdout, (r.stdout, r.stderr)
+    r = d.ctl("queue", "delete", qids[1], "0000000000000001")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert f"{qids[1]}: removed" in r.stdout and "0000000000000001: not in the queue" in r.stderr
+    r = d.ctl("queue", "delete", "not-an-id")
+    assert r.returncode == 2 and "not a queue id" in r.stderr, (r.stdout, r.stderr)
+    r = subprocess.run([str(RINGMAILCTL), "--config", str(d.config_path), "queue", "delete", "-"],
+                       input=f"{qids[2]}\n", capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and f"{qids[2]}: removed" in r.stdout, (r.stdout, r.stderr)
+    left = {m["id"] for m in d.queue_json()["messages"]}
+    assert left == {qids[3]}, left
+    # The daemon retries what it still had scheduled: the deleted ones are gone for good.
+    time.sleep(2.5)
+    sink.tempfail_all = False
+    d.ctl("queue", "flush")
+    sink.wait_for(lambda ms: any(m.message_id == f"<{ids[3]}>" for m in ms), 30, "the one left")
+    d.wait_queue_empty(20)
+    assert not any(m.message_id in {f"<{x}>" for x in ids[:3]} for m in sink.snapshot()), sink.snapshot()
+    d.wait_log(rf"{qids[0]}: no longer in the queue \(deleted\)")
+    sink.tempfail_all = True
+    more = [submit(d, unique("all")) for _ in range(2)]
+    for q in more:
+        wait_queued(d, q, lambda m: m["attempts"] >= 1)
+    r = d.ctl("queue", "delete", "ALL")
+    assert r.returncode == 0 and "-- 2 messages removed" in r.stdout, r.stdout
+    assert d.queue_json()["count"] == 0

@@ -2,6 +2,8 @@
 // read-only, safe while ringmaild runs) and signals the daemon for actions.
 //   ringmailctl [--config FILE] queue [--json]     list queued messages
 //   ringmailctl [--config FILE] queue flush        retry deferred mail now
+//   ringmailctl [--config FILE] queue delete ID... | - | ALL
+//                                                  remove messages from the queue
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
@@ -9,8 +11,10 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -33,12 +37,14 @@ std::string format_time(int64_t t) {
     return buf;
 }
 
+std::string shard_dir(const config& cfg, unsigned i) { return cfg.server.data_dir + "/shard-" + std::to_string(i); }
+
 int list_queue(const config& cfg, bool json) {
     nlohmann::json messages = nlohmann::json::array();
     size_t count = 0, recipients = 0;
     bool any_spool = false;
     for (unsigned i = 0; i < 256; ++i) {
-        std::string dir = cfg.server.data_dir + "/shard-" + std::to_string(i);
+        std::string dir = shard_dir(cfg, i);
         if (!std::filesystem::exists(dir)) continue;
         any_spool = true;
         auto sp = store::spool::open_read_only(dir);
@@ -111,6 +117,77 @@ int list_queue(const config& cfg, bool json) {
     return 0;
 }
 
+// `queue delete`: removes messages straight from the spools (LMDB allows a
+// second writer process; ringmaild treats a message removed under it as gone:
+// recording its outcome neither recreates it nor fails anything else). A
+// message being delivered at that moment may still go out. Exit 1 when an id
+// was not in the queue.
+int delete_messages(const config& cfg, std::vector<std::string> args) {
+    bool all = args.size() == 1 && args[0] == "ALL";
+    if (args.size() == 1 && args[0] == "-") {  // ids on stdin, e.g. from `queue --json | jq`
+        args.clear();
+        char buf[4096];
+        while (std::fscanf(stdin, "%4095s", buf) == 1) args.emplace_back(buf);
+    }
+    std::map<unsigned, std::vector<uint64_t>> by_shard;  // the low byte of an id names its shard
+    int missing = 0;
+    if (!all) {
+        for (const auto& a : args) {
+            auto id = store::parse_hex(a);
+            if (!id) {
+                std::fprintf(stderr, "ringmailctl: not a queue id (16 hex digits): %s\n", a.c_str());
+                return 2;
+            }
+            by_shard[static_cast<unsigned>(*id & 0xff)].push_back(*id);
+        }
+    } else {
+        for (unsigned i = 0; i < 256; ++i)
+            if (std::filesystem::exists(shard_dir(cfg, i))) by_shard[i];
+    }
+    size_t removed = 0;
+    for (auto& [shard, ids] : by_shard) {
+        std::string dir = shard_dir(cfg, shard);
+        if (!std::filesystem::exists(dir + "/data.mdb")) {
+            for (uint64_t id : ids) std::fprintf(stderr, "%s: not in the queue\n", store::to_hex(id).view().data());
+            missing += static_cast<int>(ids.size());
+            continue;
+        }
+        auto sp = store::spool::open(dir, cfg.store.map_size);
+        if (!sp) {
+            std::fprintf(stderr, "ringmailctl: cannot open %s: %s\n", dir.c_str(), store::to_string(sp.error()));
+            return 1;
+        }
+        std::vector<store::spool_op> ops;
+        {
+            auto view = sp->begin_read();
+            if (!view) {
+                std::fprintf(stderr, "ringmailctl: cannot read %s: %s\n", dir.c_str(), store::to_string(view.error()));
+                return 1;
+            }
+            if (all) {
+                auto walked = view->for_each_envelope([&](uint64_t id, std::string_view) { ids.push_back(id); });
+                if (!walked) return 1;
+            }
+            for (uint64_t id : ids) {
+                if (view->envelope_record(id)) {
+                    ops.push_back(store::spool_op{store::spool_op::kind::remove, id, {}, {}});
+                } else {
+                    std::fprintf(stderr, "%s: not in the queue\n", store::to_hex(id).view().data());
+                    ++missing;
+                }
+            }
+        }
+        if (auto r = sp->apply(ops); !r) {
+            std::fprintf(stderr, "ringmailctl: cannot remove from %s: %s\n", dir.c_str(), store::to_string(r.error()));
+            return 1;
+        }
+        for (const auto& op : ops) std::printf("%s: removed\n", store::to_hex(op.id).view().data());
+        removed += ops.size();
+    }
+    std::printf("-- %zu message%s removed\n", removed, removed == 1 ? "" : "s");
+    return missing == 0 ? 0 : 1;
+}
+
 int flush_queue(const config& cfg) {
     std::ifstream in(cfg.server.pid_file);
     long pid = 0;
@@ -134,10 +211,13 @@ int main(int argc, char** argv) {
     app.add_option("-c,--config", config_path, "ringmaild's configuration file (default: the embedded default)");
     app.set_version_flag("-V,--version", std::string("ringmailctl ") + RINGMAIL_VERSION);
     app.require_subcommand(1);
-    auto* queue = app.add_subcommand("queue", "list queued messages (or: queue flush)");
+    auto* queue = app.add_subcommand("queue", "list queued messages (or: queue flush, queue delete)");
     bool json = false;
     queue->add_flag("--json", json, "print JSON");
     auto* flush = queue->add_subcommand("flush", "ask ringmaild to retry deferred mail now");
+    auto* del = queue->add_subcommand("delete", "remove messages from the queue (exit 1 if one was not there)");
+    std::vector<std::string> delete_ids;
+    del->add_option("ids", delete_ids, "queue ids (16 hex digits), - to read them from stdin, or ALL")->required();
     CLI11_PARSE(app, argc, argv);
 
     config cfg;
@@ -149,5 +229,6 @@ int main(int argc, char** argv) {
         return 2;
     }
     if (flush->parsed()) return flush_queue(cfg);
+    if (del->parsed()) return delete_messages(cfg, delete_ids);
     return list_queue(cfg, json);
 }
