@@ -6,8 +6,8 @@
 // transaction holding `op` has committed (mdb_txn_commit returned 0, which
 // includes the fsync), or with the error that failed that whole transaction.
 // The caller must keep everything the op points at (envelope record, body
-// parts) alive until then; it sends its "250" only on success, and "451 4.3.0"
-// on failure.
+// parts) alive until then; it sends its "250" only on success, and a 4xx
+// (452 4.3.1 when the spool is full, else 451 4.3.0) on failure.
 //
 // Batching: the commit thread takes every op queued while it was busy into
 // its next transaction, so the batch size grows with load and the disk never

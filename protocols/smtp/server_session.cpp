@@ -165,7 +165,7 @@ private:
 
     engine::task<bool> flush();
     void prepare_commit();
-    void finish_commit(bool ok);
+    void finish_commit(const result<void, store::spool_error>& outcome);
 
     server_context& _ctx;
     int _fd;
@@ -265,7 +265,7 @@ engine::task<void> server_session::run() {
                 prepare_commit();
                 auto r = co_await _ctx.commit.commit(store::spool_op{store::spool_op::kind::put, _queue_id, _record,
                                                                      _parts});
-                finish_commit(r.ok());
+                finish_commit(r);
                 continue;
             }
         }
@@ -325,7 +325,7 @@ engine::task<void> server_session::run() {
             prepare_commit();
             auto c = co_await _ctx.commit.commit(store::spool_op{store::spool_op::kind::put, _queue_id, _record,
                                                                  _parts});
-            finish_commit(c.ok());
+            finish_commit(c);
         }
     }
     if (!_out.empty()) co_await flush();
@@ -648,17 +648,21 @@ void server_session::prepare_commit() {
     _body.parts(_parts);
 }
 
-void server_session::finish_commit(bool ok) {
+void server_session::finish_commit(const result<void, store::spool_error>& outcome) {
     auto qid = store::to_hex(_queue_id);
-    if (ok) {
+    if (outcome) {
         replyf("250 2.0.0 Ok: queued as {}", qid.view());
         log::info("{}: received client={} size={} from=<{}> nrcpt={}", qid.view(), _peer_text,
                   _received.size() + _body.size(), log::escaped(_sender, 256), _rcpts.size());
         ++_ctx.messages_received;
         _ctx.scheduler.enqueue(_queue_id);
     } else {
-        reply("451 4.3.0 Error: queue file write error");
-        log::error("{}: queue write failed for message from {}", qid.view(), _peer_text);
+        // A full map or disk is "insufficient system storage" (RFC 3463 4.3.1,
+        // as Postfix says it); anything else a write error.
+        if (outcome.error() == store::spool_error::full) reply("452 4.3.1 Error: insufficient system storage");
+        else reply("451 4.3.0 Error: queue file write error");
+        log::error("{}: queue write failed for message from {}: {}", qid.view(), _peer_text,
+                   store::to_string(outcome.error()));
     }
     reset_transaction();
 }

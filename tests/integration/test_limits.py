@@ -324,3 +324,26 @@ def test_mail_loop_refused_by_received_count(start_daemon, sink):
     assert got.data.count(b"Received: from hop") == 39  # 9 in the header, 30 in the body
     assert not any(m.message_id in (f"<{loop_id}>", f"<{bloop_id}>") for m in sink.snapshot_attempts())
     d.wait_log(r"reject: end of data .*5\.4\.6")
+
+
+def test_full_queue_answers_452_and_keeps_what_it_accepted(start_daemon):
+    """A spool whose LMDB map is full (here 1 MiB, 100 KB messages, the next hop down so
+    nothing leaves) answers 452 4.3.1 (insufficient system storage), stays up, and still
+    holds every message it said 250 to."""
+    from sink import free_port
+    d = start_daemon(f"127.0.0.1:{free_port()}", config={"store": {"map_size": "1MiB"},
+                                                         "queue": {"min_backoff": "1h", "max_backoff": "1h"}})
+    accepted, last = [], None
+    with RawSMTP(d.host, d.port) as c:
+        c.ehlo()
+        for i in range(40):
+            last = _data_message(c, make_message(unique("full"), body=(b"y" * 998 + b"\r\n") * 100))
+            if last.code != 250:
+                break
+            accepted.append(queue_id_of(last.text))
+        assert last.code == 452 and "4.3.1" in last.text, last
+        assert 3 <= len(accepted) < 40, len(accepted)
+        assert c.cmd("NOOP").code == 250
+    queued = {m["id"] for m in d.queue_json()["messages"]}
+    assert set(accepted) <= queued, (accepted, queued)
+    d.wait_log(r"queue write failed for message from \S+: .*full")
