@@ -306,6 +306,37 @@ result<uint64_t, spool_error> spool::count() const {
     return view->count();
 }
 
+result<uint64_t, spool_error> spool::free_bytes() const {
+    MDB_txn* txn;
+    if (int rc = mdb_txn_begin(_env, nullptr, MDB_RDONLY, &txn)) return fail(rc);
+    txn_guard tg{txn};
+    MDB_envinfo info;
+    MDB_stat st;
+    if (int rc = mdb_env_info(_env, &info)) return fail(rc);
+    if (int rc = mdb_env_stat(_env, &st)) return fail(rc);
+    // The free list (DBI 0): one record per freeing transaction, each an
+    // array of page numbers whose first word is its length.
+    uint64_t free_pages = 0;
+    MDB_cursor* cur;
+    if (int rc = mdb_cursor_open(txn, 0, &cur)) return fail(rc);
+    MDB_val k, v;
+    for (int rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (v.mv_size >= sizeof(size_t)) {
+            size_t n;
+            std::memcpy(&n, v.mv_data, sizeof n);
+            free_pages += n;
+        }
+    }
+    mdb_cursor_close(cur);
+    uint64_t psize = st.ms_psize;
+    uint64_t used_end = static_cast<uint64_t>(info.me_last_pgno + 1) * psize;
+    uint64_t map_room = info.me_mapsize > used_end ? info.me_mapsize - used_end : 0;
+    std::error_code ec;
+    auto disk = std::filesystem::space(_dir, ec);
+    uint64_t grow = ec ? map_room : std::min<uint64_t>(map_room, disk.available);
+    return free_pages * psize + grow;
+}
+
 result<spool_stats, spool_error> spool::stats() const {
     auto view = begin_read();
     if (!view) return unexpected{view.error()};

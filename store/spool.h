@@ -169,6 +169,10 @@ public:
 
     result<uint64_t, spool_error> count() const;
     result<spool_stats, spool_error> stats() const;
+    // Bytes new messages can still take: pages on LMDB's free list (reused
+    // before the file grows) plus the room left to grow, which is the smaller
+    // of what the map allows and what the file system has free.
+    result<uint64_t, spool_error> free_bytes() const;
 
     bool is_read_only() const { return _read_only; }
     const std::string& directory() const { return _dir; }

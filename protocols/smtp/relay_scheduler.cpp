@@ -377,10 +377,32 @@ void relay_scheduler::force_stop() {
     for (auto* c : _clients) c->abort();
 }
 
+// Postfix's rule: room for 1.5 maximum-size messages (64 MiB when unlimited).
+uint64_t relay_scheduler::storage_reserve(const config& cfg) {
+    uint64_t limit = cfg.smtp.message_size_limit;
+    return limit != 0 ? limit + limit / 2 : uint64_t(64) << 20;
+}
+
+void relay_scheduler::check_storage() {
+    auto free = _spool.free_bytes();
+    if (!free) return;  // keep the last verdict
+    uint64_t reserve = storage_reserve(*_cfg);
+    bool low = *free < reserve;
+    if (low && !_storage_low)
+        log::warning("shard {}: queue storage low ({} KiB free, {} KiB reserved): refusing new mail with 452 4.3.1 "
+                     "until deliveries free space (or raise [store] map_size, or free disk space)",
+                     _shard.index(), *free / 1024, reserve / 1024);
+    else if (!low && _storage_low)
+        log::info("shard {}: queue storage available again ({} KiB free): accepting mail", _shard.index(),
+                  *free / 1024);
+    _storage_low = low;
+}
+
 engine::task<void> relay_scheduler::timer_loop() {
     unsigned ticks = 0;
     while (!_stopping) {
         int64_t now = unix_now();
+        check_storage();
         if (++ticks % 60 == 0) forget_idle_destinations();
         while (!_deferred.empty() && _deferred.begin()->first <= now) {
             _waiting.push_back(_deferred.begin()->second);

@@ -77,6 +77,12 @@ public:
     size_t active_count() const { return _active.size(); }
     size_t deferred_count() const { return _deferred.size(); }
     size_t destination_count() const { return _destinations.size(); }
+    // False while the spool has less free space than storage_reserve(): new
+    // mail is refused at MAIL (452 4.3.1), so that the queue keeps room to
+    // record deliveries and remove what it delivered (LMDB needs free pages
+    // even to delete). Checked once a second.
+    bool queue_has_room() const { return !_storage_low; }
+    static uint64_t storage_reserve(const config& cfg);
 
     static constexpr size_t active_limit = 20'000;
 
@@ -149,6 +155,8 @@ private:
     bool _dns_failed = false;
     engine::sleep_op* _timer = nullptr;
     bool _stopping = false;
+    bool _storage_low = false;
+    void check_storage();
     std::mt19937_64 _rng;
 };
 

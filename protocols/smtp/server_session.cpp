@@ -484,6 +484,10 @@ server_session::action server_session::on_mail(std::string_view arg) {
         return error("553 5.6.7 Error: non-ASCII sender address needs SMTPUTF8");
     if (params.has_size && size_limit() != 0 && params.size > size_limit())
         return error("552 5.3.4 Error: message size exceeds fixed maximum message size");
+    if (!_ctx.scheduler.queue_has_room()) {
+        log::warning("reject: MAIL from {}: 452 4.3.1 insufficient system storage", _peer_text);
+        return error("452 4.3.1 Error: insufficient system storage");
+    }
     reset_transaction();
     _has_mail = true;
     _sender.assign(m->path.mailbox);

@@ -308,5 +308,25 @@ TEST(spool_error_strings, all_named) {
         EXPECT_STRNE(to_string(static_cast<spool_error>(e)), "unknown spool error");
 }
 
+TEST_F(spool_test, free_bytes_falls_with_puts_and_comes_back_with_removes) {
+    spool s = open_rw();
+    auto before = s.free_bytes();
+    ASSERT_TRUE(before.ok());
+    EXPECT_GT(*before, 1u << 20);
+    std::string big(400 * 1024, 'x');
+    std::string_view body[] = {big};
+    std::string rec = record_for(7, "x@y");
+    spool_op put[] = {{spool_op::kind::put, 7, rec, body}};
+    ASSERT_TRUE(s.apply(put).ok());
+    auto after_put = s.free_bytes();
+    ASSERT_TRUE(after_put.ok());
+    EXPECT_LE(*after_put + big.size(), *before);
+    spool_op remove[] = {{spool_op::kind::remove, 7, {}, {}}};
+    ASSERT_TRUE(s.apply(remove).ok());
+    auto after_remove = s.free_bytes();
+    ASSERT_TRUE(after_remove.ok());
+    EXPECT_GE(*after_remove, *after_put + big.size());  // its pages are on the free list
+}
+
 }  // namespace
 }  // namespace ringmail::store
