@@ -333,7 +333,9 @@ def test_full_queue_answers_452_keeps_what_it_accepted_and_recovers(start_daemon
     each second), or at the end of DATA if the map filled up in between. It stays up,
     keeps every message it said 250 to, and accepts mail again once deliveries made room."""
     sink.tempfail_all = True
-    d = start_daemon(sink, config={"store": {"map_size": "1MiB"}, "smtp": {"message_size_limit": 200000},
+    # One shard: each shard has its own spool, and a new session could land on another.
+    d = start_daemon(sink, config={"server": {"shards": 1},
+                                   "store": {"map_size": "1MiB"}, "smtp": {"message_size_limit": 400000},
                                    "queue": {"min_backoff": "1h", "max_backoff": "1h"}})
     body = (b"y" * 998 + b"\r\n") * 150
     accepted, last = [], None
@@ -356,12 +358,14 @@ def test_full_queue_answers_452_keeps_what_it_accepted_and_recovers(start_daemon
         assert c.cmd("NOOP").code == 250
     queued = {m["id"] for m in d.queue_json()["messages"]}
     assert set(accepted) <= queued, (accepted, queued)
-    time.sleep(1.5)  # the next check sees the spool short of room
-    with RawSMTP(d.host, d.port) as c:
+    d.wait_log(r"queue storage low")  # the once-a-second check saw it
+    with RawSMTP(d.host, d.port) as c:  # and now refuses at MAIL (polled: the check is periodic)
         c.ehlo()
-        r = c.cmd("MAIL FROM:<alice@example.test>")
+        deadline = time.monotonic() + 5
+        while (r := c.cmd("MAIL FROM:<alice@example.test>")).code == 250 and time.monotonic() < deadline:
+            assert c.cmd("RSET").code == 250
+            time.sleep(0.2)
         assert r.code == 452 and "4.3.1" in r.text, r
-    d.wait_log(r"queue storage low")
     # The next hop takes mail again: everything queued goes out, and so does new mail.
     sink.tempfail_all = False
     d.ctl("queue", "flush")
