@@ -1,31 +1,56 @@
 #include "protocols/smtp/hop_count.h"
 
+#include <cstring>
+
 namespace ringmail::smtp {
 
 namespace {
 constexpr std::string_view field = "received:";
 }
 
+// Line by line with memchr (the header section is scanned for every message):
+// only the first bytes of each line are looked at one by one.
 bool received_counter::feed(std::string_view piece) {
-    for (std::size_t i = 0; i < piece.size() && !_done; ++i) {
-        char c = piece[i];
-        if (c == '\n') {
-            if (_line == 0) _done = true;  // the empty line that ends the header section
-            _line = 0;
-            _matched = 0;
-            _mismatch = false;
-            continue;
-        }
-        if (c == '\r') continue;
-        if (!_mismatch && _matched < field.size()) {
-            char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c;
-            if (lower == field[_matched]) {
-                if (++_matched == field.size()) ++_count;
-            } else {
-                _mismatch = true;
+    const char* p = piece.data();
+    const char* end = p + piece.size();
+    while (p < end && !_done) {
+        // Match the line's start against "received:" (it may span pieces).
+        while (p < end && !_mismatch && _matched < field.size() && *p != '\n') {
+            char c = *p;
+            if (c != '\r') {
+                char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c;
+                if (lower == field[_matched]) {
+                    if (++_matched == field.size()) ++_count;
+                } else {
+                    _mismatch = true;
+                }
+                ++_line;
             }
+            ++p;
         }
-        ++_line;
+        if (p == end) break;
+        // The rest of the line needs no look: jump to its end.
+        const void* nl = std::memchr(p, '\n', static_cast<size_t>(end - p));
+        if (nl == nullptr) {
+            // The line goes on in the next piece; a CR alone does not make it
+            // non-empty, anything else does.
+            for (; p < end; ++p)
+                if (*p != '\r') {
+                    ++_line;
+                    break;
+                }
+            break;
+        }
+        for (const char* q = p; q < static_cast<const char*>(nl); ++q)
+            if (*q != '\r') {  // only whether the line is empty matters from here
+                ++_line;
+                break;
+            }
+        p = static_cast<const char*>(nl) + 1;
+        if (_line == 0) _done = true;  // the empty line that ends the header section
+        _line = 0;
+        _matched = 0;
+        _mismatch = false;
     }
     return !_done;
 }

@@ -30,7 +30,7 @@ std::vector<std::string_view> pieces(std::string_view m, size_t n) {
 TEST(hop_count, CountsReceivedFieldsInAnyCaseAcrossPieceBoundaries) {
     std::string m = message(3);
     m.insert(0, "RECEIVED: upper\r\nreceived: lower\r\n");
-    for (size_t n : {1u, 2u, 5u, 9u, 10u, 64u, 100000u}) EXPECT_EQ(count_received(pieces(m, n)), 5u) << n;
+    for (size_t n = 1; n <= m.size() + 1; ++n) EXPECT_EQ(count_received(pieces(m, n)), 5u) << n;
 }
 
 TEST(hop_count, IgnoresLookalikesContinuationsAndTheBody) {
@@ -43,7 +43,7 @@ TEST(hop_count, IgnoresLookalikesContinuationsAndTheBody) {
         "Received: the only one\r\n"
         "\r\n"
         "Received: in the body\r\n";
-    EXPECT_EQ(count_received(pieces(m, 7)), 1u);
+    for (size_t n = 1; n <= m.size(); ++n) EXPECT_EQ(count_received(pieces(m, n)), 1u) << n;
 }
 
 TEST(hop_count, StopsAtTheEndOfTheHeaderSection) {
