@@ -13,7 +13,8 @@
 // its next transaction, so the batch size grows with load and the disk never
 // waits for the shard; when it was idle, it first waits for company, at most
 // `window` and no longer than commits have recently been taking (a moving
-// average), so a fast disk is not slowed down by a window sized for a slow one. The shard hands ops over through a short mutex-protected queue and
+// average), so a fast disk is not slowed down by a window sized for a slow
+// one. The shard hands ops over through a short mutex-protected queue and
 // gets finished batches back through an eventfd read on its ring, where it
 // resumes the waiting coroutines. commit() is called on the shard thread only.
 #pragma once
