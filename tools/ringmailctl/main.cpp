@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <span>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -166,7 +167,11 @@ int delete_messages(const config& cfg, std::vector<std::string> args) {
             }
             if (all) {
                 auto walked = view->for_each_envelope([&](uint64_t id, std::string_view) { ids.push_back(id); });
-                if (!walked) return 1;
+                if (!walked) {
+                    std::fprintf(stderr, "ringmailctl: cannot walk %s: %s\n", dir.c_str(),
+                                 store::to_string(walked.error()));
+                    return 1;
+                }
             }
             for (uint64_t id : ids) {
                 if (view->envelope_record(id)) {
@@ -177,12 +182,18 @@ int delete_messages(const config& cfg, std::vector<std::string> args) {
                 }
             }
         }
-        if (auto r = sp->apply(ops); !r) {
-            std::fprintf(stderr, "ringmailctl: cannot remove from %s: %s\n", dir.c_str(), store::to_string(r.error()));
-            return 1;
+        // In transactions of at most 10,000 (ALL on a large queue would
+        // overflow one LMDB write transaction).
+        for (size_t first = 0; first < ops.size(); first += 10'000) {
+            std::span<const store::spool_op> chunk(ops.data() + first, std::min<size_t>(10'000, ops.size() - first));
+            if (auto r = sp->apply(chunk); !r) {
+                std::fprintf(stderr, "ringmailctl: cannot remove from %s: %s\n", dir.c_str(),
+                             store::to_string(r.error()));
+                return 1;
+            }
+            for (const auto& op : chunk) std::printf("%s: removed\n", store::to_hex(op.id).view().data());
+            removed += chunk.size();
         }
-        for (const auto& op : ops) std::printf("%s: removed\n", store::to_hex(op.id).view().data());
-        removed += ops.size();
     }
     std::printf("-- %zu message%s removed\n", removed, removed == 1 ? "" : "s");
     return missing == 0 ? 0 : 1;
