@@ -555,7 +555,7 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
             delivery_job job = std::move(d.ready.front());
             d.ready.pop_front();
             ++sent;
-            bool reusable = co_await deliver(*c, std::move(job));
+            bool reusable = co_await deliver(*c, d, std::move(job));
             if (!reusable) break;
             idle_since = std::chrono::steady_clock::now();
         }
@@ -600,7 +600,7 @@ engine::task<void> relay_scheduler::fail_job(delivery_job job, int code, std::st
     co_await finish_job(job.id, std::move(results), "none", {}, std::nullopt, {});
 }
 
-engine::task<bool> relay_scheduler::deliver(client& c, delivery_job job) {
+engine::task<bool> relay_scheduler::deliver(client& c, destination& d, delivery_job job) {
     auto it = _active.find(job.id);
     if (it == _active.end()) co_return true;
     const store::envelope& env = it->second.env;  // stable: erased only after this job finishes
@@ -625,13 +625,33 @@ engine::task<bool> relay_scheduler::deliver(client& c, delivery_job job) {
     // the send is done (and the DSN, if any, is built).
     std::vector<delivery_outcome> outcomes;
     bool reusable = co_await c.deliver(outbound_message{&env, job.recipients, *body}, outcomes);
+    // RFC 5321 §4.5.3.1.10: 452 to a RCPT after others were accepted means
+    // "too many recipients": those go in a new transaction right away (as in
+    // Postfix), not after a back-off. (452 for all of them is an ordinary
+    // deferral: the next hop may be out of storage.)
+    bool some_accepted = std::any_of(outcomes.begin(), outcomes.end(), [](const delivery_outcome& o) {
+        return o.code / 100 == 2;
+    });
+    delivery_job again{job.id, {}};
     std::vector<rcpt_result> results;
     results.reserve(job.recipients.size());
     for (size_t k = 0; k < job.recipients.size(); ++k) {
         const auto& o = outcomes[k];
+        if (some_accepted && o.code == 452) {
+            again.recipients.push_back(job.recipients[k]);
+            continue;
+        }
         results.push_back({job.recipients[k], o.code,
                            o.code != 0 ? o.reply : (c.last_error().empty() ? "lost connection" : c.last_error()),
                            o.remote});
+    }
+    if (!again.recipients.empty()) {
+        log::info("{}: {} recipient(s) over the recipient limit of {}: sent in a new transaction",
+                  store::to_hex(job.id).view(), again.recipients.size(), c.peer_name());
+        if (auto a = _active.find(job.id); a != _active.end()) {
+            a->second.outstanding += 1;  // before this job counts itself out
+            d.ready.push_front(std::move(again));
+        }
     }
     std::optional<store::read_view> holder(std::move(*view));
     co_await finish_job(job.id, std::move(results), c.peer_name(), c.tls_description(), std::move(holder), *body);

@@ -123,7 +123,7 @@ private:
     engine::task<void> timer_loop();
     engine::task<void> connection_loop(destination& d);
     engine::task<std::unique_ptr<client>> connect(destination& d, std::shared_ptr<const config> cfg);
-    engine::task<bool> deliver(client& c, delivery_job job);
+    engine::task<bool> deliver(client& c, destination& d, delivery_job job);
     // Every recipient of `job` gets the same result (no connection, DNS, pause).
     engine::task<void> fail_job(delivery_job job, int code, std::string reply);
     // Applies a job's results to the message, bounces what failed (DSN),

@@ -127,6 +127,8 @@ class _Handler:
             return refusal
         if rejected:
             return REJECT_REPLY
+        if self.sink.max_rcpts_per_transaction and len(envelope.rcpt_tos) >= self.sink.max_rcpts_per_transaction:
+            return "452 4.5.3 sink: too many recipients"
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 OK"
@@ -255,6 +257,7 @@ class Sink:
         self.rcpt_attempts: list[str] = []
         self.mail_attempts: list[str] = []
         self.reject_rcpts: set[str] = set()
+        self.max_rcpts_per_transaction = 0  # > 0: RCPTs beyond it get 452 4.5.3
         self.mode = "accept"
         self.fail_stage = "rcpt"
         self.data_delay = 0.0

@@ -415,6 +415,25 @@ def test_message_over_the_next_hops_size_limit_bounces_unsent(start_daemon, mx_w
     assert len(small.snapshot_attempts()) == 1, small.snapshot_attempts()
 
 
+def test_too_many_recipients_452_sends_the_rest_in_a_new_transaction(start_daemon, mx_world):
+    """A next hop that takes 2 recipients per transaction (452 4.5.3 for more, as big
+    providers do past their limit): the rest go in further transactions at once, not
+    after a back-off, and each recipient arrives exactly once."""
+    w = mx_world
+    w.add_mx("limited.test", 10, "mx.limited.test", "127.0.0.27")
+    limited = w.sink("127.0.0.27")
+    limited.max_rcpts_per_transaction = 2
+    d = start_daemon("", config=w.daemon_config({"queue": {"min_backoff": "1h", "max_backoff": "1h"}}))
+    rcpts = [f"r{i}@limited.test" for i in range(5)]
+    qid = submit(d, rcpts)
+    got = limited.wait_count(3, 20)
+    assert sorted(len(m.rcpt_tos) for m in got) == [1, 2, 2], [m.rcpt_tos for m in got]
+    assert sorted(r for m in got for r in m.rcpt_tos) == rcpts
+    d.wait_log(rf"{qid}: removed")
+    d.wait_log(rf"{qid}: 3 recipient\(s\) over the recipient limit of mx\.limited\.test")
+    assert "status=deferred" not in d.log()
+
+
 def test_egress_source_address_and_ehlo_by_sender_domain(start_daemon, mx_world):
     w = mx_world
     w.add_mx("dest.test", 10, "mx.dest.test", "127.0.0.18")
