@@ -115,3 +115,27 @@ def test_queue_delete_while_the_daemon_runs(start_daemon, sink):
     r = d.ctl("queue", "delete", "ALL")
     assert r.returncode == 0 and "-- 2 messages removed" in r.stdout, r.stdout
     assert d.queue_json()["count"] == 0
+
+
+def test_queue_show_prints_envelope_and_message(start_daemon, sink):
+    """`ringmailctl queue show ID` (Postfix: postcat -q): the envelope, then the message
+    exactly as queued, our Received: first; an unknown id exits 1, a malformed one 2."""
+    d = start_daemon(sink, config={"queue": {"min_backoff": "1h", "max_backoff": "1h"}})
+    sink.tempfail_all = True
+    msgid = unique("show")
+    qid = submit(d, msgid, rcpts=("bob@example.test", "carol@example.test"))
+    wait_queued(d, qid, lambda m: m["attempts"] >= 1)
+    r = d.ctl("queue", "show", qid)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
+    assert f"*** ENVELOPE RECORDS {qid} ***" in out and f"*** END OF MESSAGE {qid} ***" in out, out
+    assert "sender: alice@example.test" in out
+    assert "recipient: bob@example.test (pending): " in out and "451 4.3.0" in out, out
+    assert "recipient: carol@example.test (pending)" in out
+    contents = out.split(f"*** MESSAGE CONTENTS {qid} ***\n", 1)[1].split(f"*** END OF MESSAGE {qid} ***")[0]
+    assert contents.startswith("Received: from client.example.test (127.0.0.1)"), contents[:200]
+    assert f"Message-ID: <{msgid}>" in contents and contents.rstrip("\r\n").endswith("retry body"), contents[-200:]
+    r = d.ctl("queue", "show", "0000000000000001")
+    assert r.returncode == 1 and "not in the queue" in r.stderr, (r.returncode, r.stderr)
+    r = d.ctl("queue", "show", "xyz")
+    assert r.returncode == 2 and "not a queue id" in r.stderr, (r.returncode, r.stderr)

@@ -2,6 +2,7 @@
 // read-only, safe while ringmaild runs) and signals the daemon for actions.
 //   ringmailctl [--config FILE] queue [--json]     list queued messages
 //   ringmailctl [--config FILE] queue flush        retry deferred mail now
+//   ringmailctl [--config FILE] queue show ID      envelope and message (Postfix: postcat -q)
 //   ringmailctl [--config FILE] queue delete ID... | - | ALL
 //                                                  remove messages from the queue
 #include <signal.h>
@@ -118,6 +119,61 @@ int list_queue(const config& cfg, bool json) {
     return 0;
 }
 
+// `queue show`: the envelope, then the message as stored (our Received:
+// first), byte for byte. Exit 1 when the id is not in the queue.
+int show_message(const config& cfg, const std::string& text) {
+    auto id = store::parse_hex(text);
+    if (!id) {
+        std::fprintf(stderr, "ringmailctl: not a queue id (16 hex digits): %s\n", text.c_str());
+        return 2;
+    }
+    std::string dir = shard_dir(cfg, static_cast<unsigned>(*id & 0xff));
+    auto qid = store::to_hex(*id);
+    if (!std::filesystem::exists(dir + "/data.mdb")) {
+        std::fprintf(stderr, "%s: not in the queue\n", qid.view().data());
+        return 1;
+    }
+    auto sp = store::spool::open_read_only(dir);
+    if (!sp) {
+        std::fprintf(stderr, "ringmailctl: cannot open %s: %s\n", dir.c_str(), store::to_string(sp.error()));
+        return 1;
+    }
+    auto view = sp->begin_read();
+    if (!view) {
+        std::fprintf(stderr, "ringmailctl: cannot read %s: %s\n", dir.c_str(), store::to_string(view.error()));
+        return 1;
+    }
+    auto rec = view->envelope_record(*id);
+    auto body = view->body(*id);
+    if (!rec || !body) {
+        std::fprintf(stderr, "%s: not in the queue\n", qid.view().data());
+        return 1;
+    }
+    auto env = store::decode(*rec);
+    if (!env) {
+        std::fprintf(stderr, "%s: unreadable record: %s\n", qid.view().data(), store::to_string(env.error()));
+        return 1;
+    }
+    std::printf("*** ENVELOPE RECORDS %s ***\n", qid.view().data());
+    std::printf("message_size: %llu\n", static_cast<unsigned long long>(env->size));
+    std::printf("arrival_time: %s\n", format_time(env->received_at).c_str());
+    std::printf("client: %s (helo %s)\n", env->client_address.c_str(), env->helo.c_str());
+    std::printf("sender: %s\n", env->sender.c_str());
+    for (const auto& r : env->recipients) {
+        const char* state = r.state == store::rcpt_state::pending
+                                ? "pending"
+                                : (r.state == store::rcpt_state::delivered ? "delivered" : "failed");
+        std::printf("recipient: %s (%s)%s%s\n", r.address.c_str(), state, r.last_reply.empty() ? "" : ": ",
+                    r.last_reply.c_str());
+    }
+    std::printf("attempts: %u, next attempt %s\n", env->attempts, format_time(env->next_attempt).c_str());
+    if (!env->last_error.empty()) std::printf("last_error: %s\n", env->last_error.c_str());
+    std::printf("*** MESSAGE CONTENTS %s ***\n", qid.view().data());
+    std::fwrite(body->data(), 1, body->size(), stdout);
+    std::printf("*** END OF MESSAGE %s ***\n", qid.view().data());
+    return 0;
+}
+
 // `queue delete`: removes messages straight from the spools (LMDB allows a
 // second writer process; ringmaild treats a message removed under it as gone:
 // recording its outcome neither recreates it nor fails anything else). A
@@ -222,10 +278,13 @@ int main(int argc, char** argv) {
     app.add_option("-c,--config", config_path, "ringmaild's configuration file (default: the embedded default)");
     app.set_version_flag("-V,--version", std::string("ringmailctl ") + RINGMAIL_VERSION);
     app.require_subcommand(1);
-    auto* queue = app.add_subcommand("queue", "list queued messages (or: queue flush, queue delete)");
+    auto* queue = app.add_subcommand("queue", "list queued messages (or: queue flush, show, delete)");
     bool json = false;
     queue->add_flag("--json", json, "print JSON");
     auto* flush = queue->add_subcommand("flush", "ask ringmaild to retry deferred mail now");
+    auto* show = queue->add_subcommand("show", "print a queued message's envelope and contents (Postfix: postcat -q)");
+    std::string show_id;
+    show->add_option("id", show_id, "queue id (16 hex digits)")->required();
     auto* del = queue->add_subcommand("delete", "remove messages from the queue (exit 1 if one was not there)");
     std::vector<std::string> delete_ids;
     del->add_option("ids", delete_ids, "queue ids (16 hex digits), - to read them from stdin, or ALL")->required();
@@ -241,5 +300,6 @@ int main(int argc, char** argv) {
     }
     if (flush->parsed()) return flush_queue(cfg);
     if (del->parsed()) return delete_messages(cfg, delete_ids);
+    if (show->parsed()) return show_message(cfg, show_id);
     return list_queue(cfg, json);
 }
