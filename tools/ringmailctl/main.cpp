@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <span>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -41,6 +42,25 @@ std::string format_time(int64_t t) {
 
 std::string shard_dir(const config& cfg, unsigned i) { return cfg.server.data_dir + "/shard-" + std::to_string(i); }
 
+// A spool opened read-only with a read transaction on it; errors are printed.
+struct reading {
+    store::spool spool;
+    store::read_view view;
+};
+std::optional<reading> open_for_reading(const std::string& dir) {
+    auto sp = store::spool::open_read_only(dir);
+    if (!sp) {
+        std::fprintf(stderr, "ringmailctl: cannot open %s: %s\n", dir.c_str(), store::to_string(sp.error()));
+        return std::nullopt;
+    }
+    auto view = sp->begin_read();
+    if (!view) {
+        std::fprintf(stderr, "ringmailctl: cannot read %s: %s\n", dir.c_str(), store::to_string(view.error()));
+        return std::nullopt;
+    }
+    return reading{std::move(*sp), std::move(*view)};
+}
+
 int list_queue(const config& cfg, bool json) {
     nlohmann::json messages = nlohmann::json::array();
     size_t count = 0, recipients = 0;
@@ -49,17 +69,9 @@ int list_queue(const config& cfg, bool json) {
         std::string dir = shard_dir(cfg, i);
         if (!std::filesystem::exists(dir)) continue;
         any_spool = true;
-        auto sp = store::spool::open_read_only(dir);
-        if (!sp) {
-            std::fprintf(stderr, "ringmailctl: cannot open %s: %s\n", dir.c_str(), store::to_string(sp.error()));
-            return 1;
-        }
-        auto view = sp->begin_read();
-        if (!view) {
-            std::fprintf(stderr, "ringmailctl: cannot read %s: %s\n", dir.c_str(), store::to_string(view.error()));
-            return 1;
-        }
-        auto walked = view->for_each_envelope([&](uint64_t id, std::string_view record) {
+        auto r = open_for_reading(dir);
+        if (!r) return 1;
+        auto walked = r->view.for_each_envelope([&](uint64_t id, std::string_view record) {
             auto env = store::decode(record);
             std::string qid(store::to_hex(id).view());
             if (!env) {
@@ -133,18 +145,10 @@ int show_message(const config& cfg, const std::string& text) {
         std::fprintf(stderr, "%s: not in the queue\n", qid.view().data());
         return 1;
     }
-    auto sp = store::spool::open_read_only(dir);
-    if (!sp) {
-        std::fprintf(stderr, "ringmailctl: cannot open %s: %s\n", dir.c_str(), store::to_string(sp.error()));
-        return 1;
-    }
-    auto view = sp->begin_read();
-    if (!view) {
-        std::fprintf(stderr, "ringmailctl: cannot read %s: %s\n", dir.c_str(), store::to_string(view.error()));
-        return 1;
-    }
-    auto rec = view->envelope_record(*id);
-    auto body = view->body(*id);
+    auto r = open_for_reading(dir);
+    if (!r) return 1;
+    auto rec = r->view.envelope_record(*id);
+    auto body = r->view.body(*id);
     if (!rec || !body) {
         std::fprintf(stderr, "%s: not in the queue\n", qid.view().data());
         return 1;
