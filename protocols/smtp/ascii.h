@@ -17,4 +17,12 @@ constexpr bool iequals_upper(std::string_view s, std::string_view upper) {
     return true;
 }
 
+// a equals b ignoring ASCII case on both sides (host names, RFC 5321 §2.4).
+constexpr bool iequals(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    for (std::size_t i = 0; i < a.size(); ++i)
+        if (ascii_upper(a[i]) != ascii_upper(b[i])) return false;
+    return true;
+}
+
 }  // namespace ringmail::smtp

@@ -5,13 +5,13 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <cstring>
 
 #include <fmt/format.h>
 
 #include "engine/io.h"
 #include "engine/log.h"
+#include "protocols/smtp/ascii.h"
 #include "protocols/smtp/dot_stuffing.h"
 
 namespace ringmail::smtp {
@@ -237,10 +237,7 @@ void client::check_loop(std::string_view reply_text) {
     size_t end = text.find_first_of(" \r\n");
     std::string_view name = text.substr(0, end);
     const std::string& mine = _cfg.server.hostname;
-    if (name.size() != mine.size() || name.empty()) return;
-    for (size_t i = 0; i < name.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(name[i])) != std::tolower(static_cast<unsigned char>(mine[i])))
-            return;
+    if (name.empty() || !iequals(name, mine)) return;
     _loops_back = true;
     _last_error = fmt::format("{} greeted with my own hostname {}: mail loops back to myself", _peer_name, mine);
 }

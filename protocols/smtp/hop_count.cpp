@@ -2,10 +2,12 @@
 
 #include <cstring>
 
+#include "protocols/smtp/ascii.h"
+
 namespace ringmail::smtp {
 
 namespace {
-constexpr std::string_view field = "received:";
+constexpr std::string_view field = "RECEIVED:";
 }
 
 // Line by line with memchr (the header section is scanned for every message):
@@ -18,8 +20,7 @@ bool received_counter::feed(std::string_view piece) {
         while (p < end && !_mismatch && _matched < field.size() && *p != '\n') {
             char c = *p;
             if (c != '\r') {
-                char lower = (c >= 'A' && c <= 'Z') ? static_cast<char>(c + ('a' - 'A')) : c;
-                if (lower == field[_matched]) {
+                if (ascii_upper(c) == field[_matched]) {
                     if (++_matched == field.size()) ++_count;
                 } else {
                     _mismatch = true;

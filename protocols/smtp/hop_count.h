@@ -22,7 +22,7 @@ public:
 private:
     unsigned _count = 0;
     std::size_t _line = 0;    // bytes of the current line so far (CR excluded)
-    std::size_t _matched = 0; // leading bytes that spell "received:" (any case)
+    std::size_t _matched = 0; // leading bytes that spell "Received:" (any case)
     bool _mismatch = false;   // the current line is not a Received: field
     bool _done = false;
 };

@@ -10,13 +10,6 @@ namespace {
 
 constexpr bool is_digit(char c) { return c >= '0' && c <= '9'; }
 
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (ascii_upper(a[i]) != ascii_upper(b[i])) return false;
-    return true;
-}
-
 // Text of a line (the part after "xyz" and its separator), line end removed.
 std::string_view line_text(std::string_view line) {
     if (!line.empty() && line.back() == '\n') line.remove_suffix(1);

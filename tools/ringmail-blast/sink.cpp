@@ -26,6 +26,7 @@
 #include "engine/shard.h"
 #include "engine/task.h"
 #include "protocols/smtp/address.h"
+#include "protocols/smtp/ascii.h"
 #include "protocols/smtp/command_parser.h"
 #include "protocols/smtp/data_reader.h"
 #include "tools/ringmail-blast/common.h"
@@ -35,6 +36,7 @@ namespace ringmail::blast {
 namespace {
 
 using namespace std::chrono_literals;
+using smtp::iequals;
 using smtp::parse_status;
 using smtp::verb;
 
@@ -122,13 +124,6 @@ double unix_seconds_now() {
     timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     return double(ts.tv_sec) + double(ts.tv_nsec) / 1e9;
-}
-
-bool iequals(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    for (size_t i = 0; i < a.size(); ++i)
-        if ((a[i] | 0x20) != (b[i] | 0x20)) return false;
-    return true;
 }
 
 std::string_view trim(std::string_view s) {
