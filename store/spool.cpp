@@ -3,11 +3,13 @@
 
 #include <lmdb.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <system_error>
 
+#include "store/body_split.h"
 #include "store/queue_id.h"
 
 namespace ringmail::store {
@@ -37,6 +39,7 @@ namespace {
 
 constexpr const char* envelope_db_name = "envelope";
 constexpr const char* body_db_name = "body";
+constexpr const char* tail_db_name = "body_tail";
 constexpr unsigned max_named_dbs = 4;
 constexpr unsigned max_readers = 16384;  // concurrent read transactions per spool
 
@@ -72,6 +75,10 @@ spool_error classify(int rc) {
 
 unexpected<spool_error> fail(int rc) { return unexpected{classify(rc)}; }
 
+struct spool_dbis {
+    MDB_dbi envelope, body, tail;
+};
+
 // Aborts a write/read txn unless released (commit path).
 struct txn_guard {
     MDB_txn* txn;
@@ -85,40 +92,54 @@ struct txn_guard {
     }
 };
 
-int put_op(MDB_txn* txn, MDB_dbi env_dbi, MDB_dbi body_dbi, const spool_op& op) {
+// Reserves `len` bytes for `key` in `dbi` and copies bytes [from, from + len)
+// of the concatenated parts into them: the one copy into the map.
+int put_range(MDB_txn* txn, MDB_dbi dbi, MDB_val* key, std::span<const std::string_view> parts, size_t from,
+              size_t len) {
+    MDB_val val{len, nullptr};
+    if (int rc = mdb_put(txn, dbi, key, &val, MDB_NOOVERWRITE | MDB_RESERVE)) return rc;
+    char* dst = static_cast<char*>(val.mv_data);
+    size_t off = 0;  // where the current part starts
+    for (std::string_view part : parts) {
+        size_t lo = std::max(off, from), hi = std::min(off + part.size(), from + len);
+        if (lo < hi) {
+            std::memcpy(dst, part.data() + (lo - off), hi - lo);
+            dst += hi - lo;
+        }
+        off += part.size();
+        if (off >= from + len) break;
+    }
+    return 0;
+}
+
+int put_op(MDB_txn* txn, const spool_dbis& dbs, size_t page_size, const spool_op& op) {
     queue_key key_bytes = to_key(op.id);
     MDB_val key{key_bytes.size(), key_bytes.data()};
 
     switch (op.op) {
         case spool_op::kind::put: {
             MDB_val rec{op.envelope_record.size(), const_cast<char*>(op.envelope_record.data())};
-            if (int rc = mdb_put(txn, env_dbi, &key, &rec, MDB_NOOVERWRITE)) return rc;
+            if (int rc = mdb_put(txn, dbs.envelope, &key, &rec, MDB_NOOVERWRITE)) return rc;
             size_t total = 0;
             for (std::string_view part : op.body_parts) total += part.size();
-            MDB_val body{total, nullptr};
-            if (int rc = mdb_put(txn, body_dbi, &key, &body, MDB_NOOVERWRITE | MDB_RESERVE))
-                return rc;
-            // The one copy into the map: straight from the caller's buffers.
-            char* dst = static_cast<char*>(body.mv_data);
-            for (std::string_view part : op.body_parts) {
-                if (part.empty()) continue;
-                std::memcpy(dst, part.data(), part.size());
-                dst += part.size();
-            }
+            size_t head = split_point(op.body_parts, total, page_size);
+            if (int rc = put_range(txn, dbs.body, &key, op.body_parts, 0, head)) return rc;
+            if (head < total) return put_range(txn, dbs.tail, &key, op.body_parts, head, total - head);
             return 0;
         }
         case spool_op::kind::update: {
             MDB_val existing;
-            if (int rc = mdb_get(txn, env_dbi, &key, &existing)) return rc == MDB_NOTFOUND ? 0 : rc;
+            if (int rc = mdb_get(txn, dbs.envelope, &key, &existing)) return rc == MDB_NOTFOUND ? 0 : rc;
             MDB_val rec{op.envelope_record.size(), const_cast<char*>(op.envelope_record.data())};
-            return mdb_put(txn, env_dbi, &key, &rec, 0);
+            return mdb_put(txn, dbs.envelope, &key, &rec, 0);
         }
         case spool_op::kind::remove: {
-            if (int rc = mdb_del(txn, env_dbi, &key, nullptr); rc != 0 && rc != MDB_NOTFOUND) return rc;
-            int rc = mdb_del(txn, body_dbi, &key, nullptr);
-            // A body missing under a present envelope is tolerated on remove:
-            // the goal state (neither present) is reached either way.
-            return rc == MDB_NOTFOUND ? 0 : rc;
+            // A body (or tail) missing under a present envelope is tolerated
+            // on remove: the goal state (none present) is reached either way.
+            for (MDB_dbi dbi : {dbs.envelope, dbs.body, dbs.tail}) {
+                if (int rc = mdb_del(txn, dbi, &key, nullptr); rc != 0 && rc != MDB_NOTFOUND) return rc;
+            }
+            return 0;
         }
     }
     return EINVAL;
@@ -131,7 +152,8 @@ int put_op(MDB_txn* txn, MDB_dbi env_dbi, MDB_dbi body_dbi, const spool_op& op) 
 read_view::read_view(read_view&& other) noexcept
     : _txn(std::exchange(other._txn, nullptr)),
       _envelope_dbi(other._envelope_dbi),
-      _body_dbi(other._body_dbi) {}
+      _body_dbi(other._body_dbi),
+      _tail_dbi(other._tail_dbi) {}
 
 read_view& read_view::operator=(read_view&& other) noexcept {
     if (this != &other) {
@@ -139,6 +161,7 @@ read_view& read_view::operator=(read_view&& other) noexcept {
         _txn = std::exchange(other._txn, nullptr);
         _envelope_dbi = other._envelope_dbi;
         _body_dbi = other._body_dbi;
+        _tail_dbi = other._tail_dbi;
     }
     return *this;
 }
@@ -156,8 +179,27 @@ result<std::string_view, spool_error> read_view::get(unsigned dbi, uint64_t id) 
     return std::string_view{static_cast<const char*>(val.mv_data), val.mv_size};
 }
 
-result<std::string_view, spool_error> read_view::body(uint64_t id) const {
-    return get(_body_dbi, id);
+result<body_view, spool_error> read_view::body(uint64_t id) const {
+    auto head = get(_body_dbi, id);
+    if (!head) return unexpected{head.error()};
+    body_view b{*head, {}};
+    if (_tail_dbi != 0) {
+        auto tail = get(_tail_dbi, id);
+        if (tail) {
+            b.tail = *tail;
+        } else if (tail.error() != spool_error::not_found) {
+            return unexpected{tail.error()};
+        }
+    }
+    return b;
+}
+
+std::string_view body_view::joined(std::string& scratch) const {
+    if (tail.empty()) return head;
+    scratch.reserve(size());
+    scratch.assign(head);
+    scratch.append(tail);
+    return scratch;
 }
 
 result<std::string_view, spool_error> read_view::envelope_record(uint64_t id) const {
@@ -239,21 +281,31 @@ result<spool, spool_error> spool::open_env(const std::string& dir, size_t map_si
     if (int rc = mdb_txn_begin(env, nullptr, read_only ? MDB_RDONLY : 0u, &txn)) return fail(rc);
     txn_guard tg{txn};
     unsigned db_flags = read_only ? 0u : MDB_CREATE;
-    MDB_dbi env_dbi, body_dbi;
+    MDB_dbi env_dbi, body_dbi, tail_dbi = 0;
     if (int rc = mdb_dbi_open(txn, envelope_db_name, db_flags, &env_dbi)) return fail(rc);
     if (int rc = mdb_dbi_open(txn, body_db_name, db_flags, &body_dbi)) return fail(rc);
+    // A spool written before tails existed has none until the daemon opens
+    // it for writing; read-only, it is read without.
+    if (int rc = mdb_dbi_open(txn, tail_db_name, db_flags, &tail_dbi); rc != 0) {
+        if (!(read_only && rc == MDB_NOTFOUND)) return fail(rc);
+        tail_dbi = 0;
+    }
+    MDB_stat st;
+    if (int rc = mdb_env_stat(env, &st)) return fail(rc);
     // Commit (also for the read txn) so the dbi handles stay valid env-wide.
     if (int rc = mdb_txn_commit(tg.release())) return fail(rc);
 
     MDB_env* e = guard.env;
     guard.env = nullptr;
-    return spool{e, env_dbi, body_dbi, read_only, dir};
+    return spool{e, env_dbi, body_dbi, tail_dbi, st.ms_psize, read_only, dir};
 }
 
 spool::spool(spool&& other) noexcept
     : _env(std::exchange(other._env, nullptr)),
       _envelope_dbi(other._envelope_dbi),
       _body_dbi(other._body_dbi),
+      _tail_dbi(other._tail_dbi),
+      _page_size(other._page_size),
       _read_only(other._read_only),
       _dir(std::move(other._dir)) {}
 
@@ -263,6 +315,8 @@ spool& spool::operator=(spool&& other) noexcept {
         _env = std::exchange(other._env, nullptr);
         _envelope_dbi = other._envelope_dbi;
         _body_dbi = other._body_dbi;
+        _tail_dbi = other._tail_dbi;
+        _page_size = other._page_size;
         _read_only = other._read_only;
         _dir = std::move(other._dir);
     }
@@ -282,7 +336,7 @@ result<void, spool_error> spool::apply(std::span<const spool_op> ops) {
     if (int rc = mdb_txn_begin(_env, nullptr, 0, &txn)) return fail(rc);
     txn_guard tg{txn};
     for (const spool_op& op : ops) {
-        if (int rc = put_op(txn, _envelope_dbi, _body_dbi, op)) return fail(rc);
+        if (int rc = put_op(txn, {_envelope_dbi, _body_dbi, _tail_dbi}, _page_size, op)) return fail(rc);
     }
     // Writes the pages and fsyncs; on failure LMDB has already freed the txn.
     if (int rc = mdb_txn_commit(tg.release())) return fail(rc);
@@ -297,7 +351,7 @@ result<read_view, spool_error> spool::begin_read() const {
     // txn open in this process, which only the caller knows; it reopens.
     int rc = mdb_txn_begin(_env, nullptr, MDB_RDONLY, &txn);
     if (rc) return fail(rc);
-    return read_view{txn, _envelope_dbi, _body_dbi};
+    return read_view{txn, _envelope_dbi, _body_dbi, _tail_dbi};
 }
 
 result<uint64_t, spool_error> spool::count() const {

@@ -7,10 +7,13 @@
 // answer 250. If apply() fails, none of its ops happened (the transaction was
 // aborted) and the caller answers every message of the batch 451 4.3.0.
 //
-// Layout: two named databases, keys are queue ids as 8 bytes big-endian
+// Layout: three named databases, keys are queue ids as 8 bytes big-endian
 // (queue_id.h, so iteration is arrival order):
-//   "envelope": id -> envelope record (envelope.h)
-//   "body":     id -> message bytes as received (after dot-unstuffing)
+//   "envelope":  id -> envelope record (envelope.h)
+//   "body":      id -> message bytes as received (after dot-unstuffing), or
+//                     their head when the message was split (body_split.h)
+//   "body_tail": id -> the rest of a split message: its last lines, kept in
+//                     leaf pages so the head fills whole overflow pages
 //
 // Thread rules:
 //  - All writes go through apply(), called from ONE thread (the shard's commit
@@ -89,6 +92,19 @@ struct spool_stats {
 
 class spool;
 
+// A stored message as views into the map: `head` then `tail`. The tail is
+// empty unless the message was split, and then starts a line (head ends with
+// CRLF).
+struct body_view {
+    std::string_view head;
+    std::string_view tail;
+    std::size_t size() const { return head.size() + tail.size(); }
+    bool empty() const { return size() == 0; }
+    // The message in one piece: head itself when there is no tail, else a
+    // copy in `scratch` (for the rare readers that need one string: DSNs).
+    std::string_view joined(std::string& scratch) const;
+};
+
 // One read transaction (RAII: aborted in the destructor). Movable, not copyable.
 class read_view {
 public:
@@ -99,7 +115,7 @@ public:
     ~read_view();
 
     // Views into the map, valid while this read_view lives. not_found if absent.
-    result<std::string_view, spool_error> body(uint64_t id) const;
+    result<body_view, spool_error> body(uint64_t id) const;
     result<std::string_view, spool_error> envelope_record(uint64_t id) const;
 
     // Calls fn(uint64_t id, std::string_view record) for every envelope in id
@@ -126,14 +142,15 @@ private:
     friend class spool;
     using visit_fn = bool (*)(void* ctx, uint64_t id, std::string_view record);
 
-    read_view(MDB_txn* txn, unsigned envelope_dbi, unsigned body_dbi)
-        : _txn(txn), _envelope_dbi(envelope_dbi), _body_dbi(body_dbi) {}
+    read_view(MDB_txn* txn, unsigned envelope_dbi, unsigned body_dbi, unsigned tail_dbi)
+        : _txn(txn), _envelope_dbi(envelope_dbi), _body_dbi(body_dbi), _tail_dbi(tail_dbi) {}
     result<std::string_view, spool_error> get(unsigned dbi, uint64_t id) const;
     result<void, spool_error> walk_envelopes(visit_fn visit, void* ctx) const;
 
     MDB_txn* _txn = nullptr;
     unsigned _envelope_dbi = 0;
     unsigned _body_dbi = 0;
+    unsigned _tail_dbi = 0;  // 0: none (a spool written before tails, read-only)
 };
 
 class spool {
@@ -155,7 +172,8 @@ public:
 
     // All ops in ONE write transaction, committed (and fsync'd) before return.
     //   put:    envelope and body must not exist (spool_error::exists); the
-    //           body is written with MDB_RESERVE and each part memcpy'd once.
+    //           body is written with MDB_RESERVE and each part memcpy'd once
+    //           (into the head and, when split, the tail).
     //   update: replaces the envelope record; nothing if the id is absent.
     //   remove: deletes envelope and body; nothing if the id is absent.
     // (An absent id was removed meanwhile, e.g. by `ringmailctl queue delete`
@@ -178,15 +196,18 @@ public:
     const std::string& directory() const { return _dir; }
 
 private:
-    spool(MDB_env* env, unsigned envelope_dbi, unsigned body_dbi, bool read_only, std::string dir)
-        : _env(env), _envelope_dbi(envelope_dbi), _body_dbi(body_dbi),
-          _read_only(read_only), _dir(std::move(dir)) {}
+    spool(MDB_env* env, unsigned envelope_dbi, unsigned body_dbi, unsigned tail_dbi, size_t page_size,
+          bool read_only, std::string dir)
+        : _env(env), _envelope_dbi(envelope_dbi), _body_dbi(body_dbi), _tail_dbi(tail_dbi),
+          _page_size(page_size), _read_only(read_only), _dir(std::move(dir)) {}
     static result<spool, spool_error> open_env(const std::string& dir, size_t map_size_bytes,
                                                bool read_only);
 
     MDB_env* _env = nullptr;
     unsigned _envelope_dbi = 0;
     unsigned _body_dbi = 0;
+    unsigned _tail_dbi = 0;
+    size_t _page_size = 4096;
     bool _read_only = false;
     std::string _dir;
 };

@@ -115,9 +115,10 @@ engine::task<bool> client::send_all(std::string_view data) {
     co_return true;
 }
 
-engine::task<bool> client::send_body(std::string_view body) {
+engine::task<bool> client::send_body(store::body_view body) {
     _iov.clear();
-    dot_stuff_segments(body, _iov);
+    const std::string_view pieces[] = {body.head, body.tail};
+    dot_stuff_segments(pieces, _iov);
     co_return co_await send_iovecs();
 }
 
@@ -380,7 +381,9 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
         fmt::format_to(std::back_inserter(_out), "BDAT {} LAST\r\n", m.body.size());
         _iov.clear();
         _iov.push_back(iovec{_out.data(), _out.size()});
-        if (!m.body.empty()) _iov.push_back(iovec{const_cast<char*>(m.body.data()), m.body.size()});
+        for (std::string_view piece : {m.body.head, m.body.tail}) {
+            if (!piece.empty()) _iov.push_back(iovec{const_cast<char*>(piece.data()), piece.size()});
+        }
         if (!co_await send_iovecs()) co_return false;
     } else {
         _out.append("DATA\r\n");

@@ -42,6 +42,7 @@
 #include "engine/tls.h"
 #include "protocols/smtp/reply_parser.h"
 #include "store/envelope.h"
+#include "store/spool.h"
 
 namespace ringmail::smtp {
 
@@ -54,7 +55,7 @@ struct delivery_outcome {
 struct outbound_message {
     const store::envelope* envelope = nullptr;
     std::span<const size_t> recipients;  // indexes into envelope->recipients to deliver now
-    std::string_view body;               // stored message, unstuffed, CRLF lines
+    store::body_view body;               // stored message, unstuffed, CRLF lines
 };
 
 // Per-connection choices the caller makes (the scheduler builds them from
@@ -126,7 +127,7 @@ private:
     void check_loop(std::string_view reply_text);  // sets _loops_back
     void tls_error(std::string what);  // sets _last_error and _tls_failed
     engine::task<bool> send_all(std::string_view data);
-    engine::task<bool> send_body(std::string_view body);  // dot-stuffed, from the map
+    engine::task<bool> send_body(store::body_view body);  // dot-stuffed, from the map
     engine::task<bool> send_iovecs();                     // all of _iov, short writes resumed
     void set_error(std::string_view stage, const reply& r);
 

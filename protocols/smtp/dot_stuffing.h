@@ -16,6 +16,10 @@
 //   Lifetimes: the iovecs point into the caller's body and live as long as
 //   it.
 //
+//   The span overload sends the pieces as one body (a stored message may be
+//   a head and a tail, store/body_split.h): a line may start anywhere,
+//   including at a piece's start or between a CR and an LF split over two.
+//
 //   dot_stuff() / dot_unstuff() build std::strings for tests and DSNs.
 //   dot_unstuff() runs data_reader over stuffed, terminated wire data and
 //   returns the content up to the terminator.
@@ -24,6 +28,7 @@
 #include <sys/uio.h>
 
 #include <cstddef>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -31,6 +36,7 @@
 namespace ringmail::smtp {
 
 void dot_stuff_segments(std::string_view body, std::vector<iovec>& out);
+void dot_stuff_segments(std::span<const std::string_view> pieces, std::vector<iovec>& out);
 
 // Number of bytes dot_stuff_segments() would produce (for SIZE= checks).
 std::size_t dot_stuffed_size(std::string_view body);

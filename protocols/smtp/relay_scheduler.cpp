@@ -613,7 +613,7 @@ engine::task<bool> relay_scheduler::deliver(client& c, destination& d, delivery_
         co_await fail_job(std::move(job), 0, std::move(why));
         co_return true;
     }
-    std::optional<std::string_view> body;
+    std::optional<store::body_view> body;
     if (auto b = view->body(job.id)) body = *b;
     if (!body) {
         // Removed meanwhile: nothing to record (an update would recreate it).
@@ -669,7 +669,7 @@ void relay_scheduler::encode_reporting_later(message_state& st, std::string& out
 
 engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_result> results, std::string relay,
                                                std::string tls, std::optional<store::read_view> view,
-                                               std::string_view body) {
+                                               store::body_view body) {
     // The sent line names the TLS version and cipher when the session was
     // encrypted: "tls=TLSv1.3/TLS_AES_256_GCM_SHA384".
     std::replace(tls.begin(), tls.end(), ' ', '/');
@@ -749,7 +749,8 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
             }
         }
         dsn_id = _ids.next(unix_now_us());
-        dsn = build_dsn(dsn_input{_cfg->server.hostname, env, report, body, now, dsn_id,
+        std::string joined;  // a split message in one piece for the DSN (rare)
+        dsn = build_dsn(dsn_input{_cfg->server.hostname, env, report, body.joined(joined), now, dsn_id,
                                   dsn_default_max_attached_bytes});
     }
     // Everything that needs the stored body is done: end the read transaction

@@ -131,7 +131,7 @@ private:
     // When it was the message's last job, removes or reschedules it.
     static void encode_reporting_later(message_state& st, std::string& out);
     engine::task<void> finish_job(uint64_t id, std::vector<rcpt_result> results, std::string relay,
-                                  std::string tls, std::optional<store::read_view> view, std::string_view body);
+                                  std::string tls, std::optional<store::read_view> view, store::body_view body);
     engine::task<void> pace(destination& d, int64_t ms);
     void maybe_forget(destination& d);
     void forget_idle_destinations();

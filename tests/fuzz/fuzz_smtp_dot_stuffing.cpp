@@ -58,6 +58,17 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     FUZZ_CHECK(gathered == wire);
 
+    const std::size_t cut = split_seed % (body.size() + 1);
+    const std::string_view pieces[] = {body.substr(0, cut), body.substr(cut)};
+    iov.clear();
+    dot_stuff_segments(pieces, iov);
+    gathered.clear();
+    for (const iovec& v : iov) {
+        FUZZ_CHECK(v.iov_len > 0);
+        gathered.append(static_cast<const char*>(v.iov_base), v.iov_len);
+    }
+    FUZZ_CHECK(gathered == wire);
+
     const std::string expect =
         body.empty() || ends_crlf(body) ? std::string(body) : std::string(body) + "\r\n";
 

@@ -396,6 +396,21 @@ def test_send_through_ringmaild_to_sink(start_daemon, blast_sink):
     d.wait_queue_empty(timeout=10)
 
 
+def test_split_bodies_relayed_over_bdat_verify(start_daemon, blast_sink):
+    """Sizes that the spool keeps as a head and a tail (just over one and two
+    pages with our Received: field) go out over BDAT as two pieces of the map:
+    the sink checks every body against its checksum."""
+    sink = blast_sink("--expect", "600")
+    d = start_daemon(sink.address)
+    rc, sent, err = blast_send(f"{d.host}:{d.port}", "--connections", "8", "--messages", "600",
+                               "--size", "4000:30,4096:40,8100:30", timeout=60)
+    assert rc == 0 and sent["messages"] == 600, (sent, err)
+    got = sink.wait(timeout=30)
+    assert got["messages"] == 600, got
+    assert got["checksum_failures"] == 0 and got["checksum_ok"] == 600, got
+    d.wait_queue_empty(timeout=10)
+
+
 def test_relay_over_bdat_per_recipient_outcomes(start_daemon, blast_sink):
     """The sink offers PIPELINING+CHUNKING, so ringmaild relays each message as one
     MAIL/RCPT/BDAT LAST write. A recipient the sink refuses (550 at RCPT) bounces on its

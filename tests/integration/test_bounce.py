@@ -55,3 +55,27 @@ def test_one_recipient_bounces(daemon, sink):
     assert f"<{msgid}>" in raw and "Quarterly report 42" in raw, raw[:4000]
     daemon.wait_log(rf"{qid}: to=<?carol@example\.test>? relay=\S+ delay=\S+ status=bounced")
     daemon.wait_log(rf"{qid}: to=<?bob@example\.test>? relay=\S+ delay=\S+ status=sent")
+
+
+def test_bounce_of_a_split_message_returns_all_of_it(daemon, sink):
+    """A message just over one page is stored as a head and a tail
+    (store/body_split.h); with RET=FULL its DSN returns the whole message,
+    last line included."""
+    sink.reject("erin@example.test")
+    msgid = unique("splitbounce")
+    body = b"".join(b"line %04d of the report, long enough to fill a page\r\n" % i for i in range(80))
+    body += b"THE-LAST-LINE-IS-IN-THE-TAIL\r\n"
+    msg = make_message(msgid, "split bounce", body)
+    assert 4096 < len(msg) < 6000
+    with smtplib.SMTP(daemon.host, daemon.port, timeout=30) as c:
+        c.ehlo("client.example.test")
+        assert c.mail("alice@example.test", ["RET=FULL"])[0] == 250
+        assert c.rcpt("erin@example.test")[0] == 250
+        code, resp = c.data(msg)
+        assert code == 250, resp
+
+    [report] = sink.wait_for(lambda ms: [m for m in ms if m.mail_from == ""
+                                         and f"<{msgid}>".encode() in m.data], 60, "the DSN")
+    raw = report.data
+    assert b"THE-LAST-LINE-IS-IN-THE-TAIL" in raw, raw[-600:]
+    assert b"line 0079 of the report" in raw and b"line 0000 of the report" in raw

@@ -187,6 +187,28 @@ def test_10mb_message(daemon, sink):
     assert_relayed_intact(msg, m.data)
 
 
+def test_sizes_around_page_boundaries_with_dot_lines(daemon, sink):
+    """Messages whose stored size crosses one and two 4 KiB pages are kept as a
+    head and a tail of last lines (store/body_split.h); every line starts with
+    '.', so the tail does too and must be dot-stuffed on the way out exactly
+    like the rest. Each message arrives byte-identical."""
+    sent = {}
+    with smtplib.SMTP(daemon.host, daemon.port, timeout=60) as c:
+        for target in list(range(3900, 4700, 41)) + list(range(8000, 8700, 67)):
+            msgid = unique(f"page{target}")
+            msg = make_message(msgid, f"size {target}", b"")
+            i = 0
+            while len(msg) < target:
+                # lines of varied length, each starting with a dot
+                msg += b"." + str(i).encode() + b"x" * (i * 7 % 90) + b"\r\n"
+                i += 1
+            assert c.sendmail("alice@example.test", ["bob@example.test"], msg) == {}
+            sent[msgid] = msg
+    for msgid, msg in sent.items():
+        [m] = one_delivery(sink, msgid)
+        assert_relayed_intact(msg, m.data)
+
+
 def test_bdat_chunks(daemon, sink):
     msgid = unique("bdat")
     # No dot-stuffing with BDAT: ".\r\n" and ".dot" are plain content, and the chunk

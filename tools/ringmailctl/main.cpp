@@ -173,7 +173,8 @@ int show_message(const config& cfg, const std::string& text) {
     std::printf("attempts: %u, next attempt %s\n", env->attempts, format_time(env->next_attempt).c_str());
     if (!env->last_error.empty()) std::printf("last_error: %s\n", env->last_error.c_str());
     std::printf("*** MESSAGE CONTENTS %s ***\n", qid.view().data());
-    std::fwrite(body->data(), 1, body->size(), stdout);
+    std::fwrite(body->head.data(), 1, body->head.size(), stdout);
+    std::fwrite(body->tail.data(), 1, body->tail.size(), stdout);
     std::printf("*** END OF MESSAGE %s ***\n", qid.view().data());
     return 0;
 }

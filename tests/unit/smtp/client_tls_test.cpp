@@ -151,7 +151,7 @@ protected:
         smtp::outbound_message m;
         m.envelope = &_env;
         m.recipients = std::span<const size_t>(&first, 1);
-        m.body = body;
+        m.body = store::body_view{body, {}};
         std::vector<smtp::delivery_outcome> outcomes;
         auto ok = run(c.deliver(m, outcomes));
         EXPECT_TRUE(ok.has_value() && *ok) << c.last_error();

@@ -80,6 +80,45 @@ TEST(dot_stuffing, segments_append) {
     EXPECT_EQ(concat(segs), "a\r\n.\r\n..b\r\n.\r\n");
 }
 
+// A stored message may come in pieces (head and tail, store/body_split.h):
+// stuffing the pieces gives exactly what stuffing the whole does, wherever
+// the cuts fall: before a dot line, between CR and LF, on empty pieces.
+TEST(dot_stuffing, pieces_stuff_as_the_whole_body) {
+    std::mt19937 rng(777);
+    const char alphabet[] = {'.', '.', '\r', '\n', 'a'};
+    for (int iter = 0; iter < 3000; ++iter) {
+        std::size_t len = rng() % 24;
+        std::string body;
+        for (std::size_t i = 0; i < len; ++i) body.push_back(alphabet[rng() % sizeof alphabet]);
+        if (iter % 2 == 0) body = ".x\r\n" + body;
+        std::string want = dot_stuff(body);
+        for (std::size_t a = 0; a <= body.size(); ++a) {
+            std::size_t b = a + rng() % (body.size() - a + 1);
+            std::string_view v = body;
+            std::string_view pieces[] = {v.substr(0, a), v.substr(a, b - a), v.substr(b)};
+            std::vector<iovec> segs;
+            dot_stuff_segments(pieces, segs);
+            ASSERT_EQ(concat(segs), want) << "cuts at " << a << " and " << b << " of " << testing::PrintToString(body);
+            std::string_view two[] = {v.substr(0, a), v.substr(a)};
+            segs.clear();
+            dot_stuff_segments(two, segs);
+            ASSERT_EQ(concat(segs), want) << "cut at " << a << " of " << testing::PrintToString(body);
+        }
+    }
+    std::vector<iovec> segs;
+    std::string_view tail_starts_a_dot_line[] = {"a\r\n", ".b\r\n"};
+    dot_stuff_segments(tail_starts_a_dot_line, segs);
+    EXPECT_EQ(concat(segs), "a\r\n..b\r\n.\r\n");
+    segs.clear();
+    std::string_view cr_then_lf_dot[] = {"a\r", "\n.b"};
+    dot_stuff_segments(cr_then_lf_dot, segs);
+    EXPECT_EQ(concat(segs), "a\r\n..b\r\n.\r\n");
+    segs.clear();
+    std::string_view no_pieces[] = {"", ""};
+    dot_stuff_segments(no_pieces, segs);
+    EXPECT_EQ(concat(segs), ".\r\n");
+}
+
 // Random bodies over an alphabet rich in '.', CR, LF: stuffing then reading
 // back (at random split points) gives the body, plus the CRLF the terminator
 // adds when the body lacks one.

@@ -1,6 +1,7 @@
 #include "store/spool.h"
 
 #include <gtest/gtest.h>
+#include <lmdb.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -15,6 +16,9 @@ namespace ringmail::store {
 namespace {
 
 constexpr size_t map_bytes = 256u << 20;
+
+// A stored message in one string (head, then the tail of a split one).
+std::string whole(const body_view& b) { return std::string(b.head) + std::string(b.tail); }
 
 class spool_test : public ::testing::Test {
 protected:
@@ -91,9 +95,9 @@ TEST_F(spool_test, put_read_update_remove_reopen) {
 
         auto view = s.begin_read();
         ASSERT_TRUE(view.ok());
-        EXPECT_EQ(view->body(id_a).value(), small_a);
-        EXPECT_TRUE(view->body(id_b).value() == big);
-        EXPECT_EQ(view->body(id_c).value(), binary + binary);
+        EXPECT_EQ(whole(view->body(id_a).value()), small_a);
+        EXPECT_TRUE(whole(view->body(id_b).value()) == big);
+        EXPECT_EQ(whole(view->body(id_c).value()), binary + binary);
         EXPECT_EQ(view->envelope_record(id_b).value(), rec_b);
         auto missing = view->body(id_c + 1);
         ASSERT_FALSE(missing.ok());
@@ -109,14 +113,14 @@ TEST_F(spool_test, put_read_update_remove_reopen) {
             auto env = decode(v2->envelope_record(id_b).value());
             ASSERT_TRUE(env.ok());
             EXPECT_EQ(env->attempts, 3u);
-            EXPECT_TRUE(v2->body(id_b).value() == big);
+            EXPECT_TRUE(whole(v2->body(id_b).value()) == big);
         }
         // the older view still sees its snapshot
         EXPECT_EQ(view->envelope_record(id_b).value(), rec_b);
 
         spool_op rm[] = {{spool_op::kind::remove, id_a, {}, {}}};
         ASSERT_TRUE(s.apply(rm).ok());
-        EXPECT_EQ(view->body(id_a).value(), small_a);  // snapshot again
+        EXPECT_EQ(whole(view->body(id_a).value()), small_a);  // snapshot again
         auto v3 = s.begin_read();
         ASSERT_TRUE(v3.ok());
         EXPECT_EQ(v3->body(id_a).error(), spool_error::not_found);
@@ -128,8 +132,8 @@ TEST_F(spool_test, put_read_update_remove_reopen) {
     EXPECT_EQ(s.count().value(), 2u);
     auto view = s.begin_read();
     ASSERT_TRUE(view.ok());
-    EXPECT_TRUE(view->body(id_b).value() == big);
-    EXPECT_EQ(view->body(id_c).value(), binary + binary);
+    EXPECT_TRUE(whole(view->body(id_b).value()) == big);
+    EXPECT_EQ(whole(view->body(id_c).value()), binary + binary);
     EXPECT_EQ(decode(view->envelope_record(id_b).value())->attempts, 3u);
 }
 
@@ -161,7 +165,7 @@ TEST_F(spool_test, for_each_in_arrival_order) {
                         return seen.size() < 2;  // stop after two
                     }).ok());
     EXPECT_EQ(seen.size(), 2u);
-    EXPECT_EQ(view->body(make_queue_id(100, 1)).value(), "");  // empty body stored
+    EXPECT_EQ(whole(view->body(make_queue_id(100, 1)).value()), "");  // empty body stored
 }
 
 TEST_F(spool_test, failing_batch_leaves_nothing) {
@@ -236,7 +240,7 @@ TEST_F(spool_test, read_only_open_sees_data_while_writer_open) {
     {
         auto view = ro->begin_read();
         ASSERT_TRUE(view.ok());
-        EXPECT_EQ(view->body(7).value(), "the body");
+        EXPECT_EQ(whole(view->body(7).value()), "the body");
         EXPECT_EQ(view->envelope_record(7).value(), rec);
     }
     auto denied = ro->apply(ops);
@@ -277,7 +281,7 @@ TEST_F(spool_test, read_views_move_between_threads_and_run_concurrently) {
     ASSERT_TRUE(view.ok());
     read_view moved = std::move(view).value();
     bool same = false;
-    std::thread t([&, v = std::move(moved)]() mutable { same = v.body(1).value() == body; });
+    std::thread t([&, v = std::move(moved)]() mutable { same = whole(v.body(1).value()) == body; });
     t.join();
     EXPECT_TRUE(same);
 
@@ -288,7 +292,7 @@ TEST_F(spool_test, read_views_move_between_threads_and_run_concurrently) {
         readers.emplace_back([&, i] {
             for (int n = 0; n < 50; ++n) {
                 auto v = s.begin_read();
-                if (v.ok() && v->body(1).ok() && v->body(1).value() == body) ++ok[i];
+                if (v.ok() && v->body(1).ok() && whole(v->body(1).value()) == body) ++ok[i];
             }
         });
     }
@@ -326,6 +330,99 @@ TEST_F(spool_test, free_bytes_falls_with_puts_and_comes_back_with_removes) {
     auto after_remove = s.free_bytes();
     ASSERT_TRUE(after_remove.ok());
     EXPECT_GE(*after_remove, *after_put + big.size());  // its pages are on the free list
+}
+
+}  // namespace
+}  // namespace ringmail::store
+
+namespace ringmail::store {
+namespace {
+
+std::string crlf_lines(size_t total, char first) {
+    std::string s;
+    for (int i = 0; s.size() < total; ++i) s += first + std::to_string(i) + std::string(70, 'q') + "\r\n";
+    s.resize(total);
+    return s;
+}
+
+// A 4 KiB message with our Received: field takes one overflow page and a
+// tail in a shared leaf page, not two overflow pages; it reads back whole,
+// in the order put; removing it removes the tail too (the id can be put again).
+TEST_F(spool_test, messages_just_over_a_page_take_one_page_and_a_tail) {
+    constexpr int n = 200;
+    const std::string body = crlf_lines(4269, '.');
+    spool s = open_rw();
+    uint64_t before = s.stats().value().used_bytes;
+    std::vector<std::string> recs;
+    for (int i = 0; i < n; ++i) recs.push_back(record_for(make_queue_id(1000 + i, 0), "r@x"));
+    // the body handed over in pieces cut at odd places, as the session does
+    std::string_view b = body;
+    std::string_view parts[] = {b.substr(0, 1000), b.substr(1000, 3100), b.substr(4100)};
+    std::vector<spool_op> ops;
+    for (int i = 0; i < n; ++i) ops.push_back({spool_op::kind::put, make_queue_id(1000 + i, 0), recs[i], parts});
+    ASSERT_TRUE(s.apply(ops).ok());
+    uint64_t grown = s.stats().value().used_bytes - before;
+    EXPECT_LT(grown, uint64_t{n} * 4096 * 13 / 10) << "about one page a message, not two";
+    {
+        auto view = s.begin_read();
+        ASSERT_TRUE(view.ok());
+        auto got = view->body(make_queue_id(1000, 0)).value();
+        EXPECT_FALSE(got.tail.empty());
+        EXPECT_TRUE(got.head.ends_with("\r\n"));
+        EXPECT_EQ(got.size(), body.size());
+        EXPECT_TRUE(whole(got) == body);
+        std::string scratch;
+        EXPECT_TRUE(got.joined(scratch) == body);
+    }
+    std::vector<spool_op> rms;
+    for (int i = 0; i < n; ++i) rms.push_back({spool_op::kind::remove, make_queue_id(1000 + i, 0), {}, {}});
+    ASSERT_TRUE(s.apply(rms).ok());
+    ASSERT_TRUE(s.apply(ops).ok()) << "a tail was left behind";
+    auto view = s.begin_read();
+    ASSERT_TRUE(view.ok());
+    EXPECT_TRUE(whole(view->body(make_queue_id(1000 + n - 1, 0)).value()) == body);
+}
+
+// A spool written before tails existed (no "body_tail" database) still opens
+// read-only (ringmailctl next to an older daemon) and its bodies read whole;
+// opened for writing, it gains the database.
+TEST_F(spool_test, spool_without_tails_opens_read_only_and_upgrades) {
+    std::filesystem::create_directories(_dir);
+    const std::string body = crlf_lines(5000, 'x');
+    {
+        MDB_env* env;
+        ASSERT_EQ(mdb_env_create(&env), 0);
+        ASSERT_EQ(mdb_env_set_maxdbs(env, 4), 0);
+        ASSERT_EQ(mdb_env_open(env, _dir.c_str(), 0, 0600), 0);
+        MDB_txn* txn;
+        ASSERT_EQ(mdb_txn_begin(env, nullptr, 0, &txn), 0);
+        MDB_dbi e, b;
+        ASSERT_EQ(mdb_dbi_open(txn, "envelope", MDB_CREATE, &e), 0);
+        ASSERT_EQ(mdb_dbi_open(txn, "body", MDB_CREATE, &b), 0);
+        uint64_t id = make_queue_id(5, 0);
+        queue_key k = to_key(id);
+        std::string rec = record_for(id, "a@x");
+        MDB_val key{k.size(), k.data()}, rv{rec.size(), rec.data()}, bv{body.size(), const_cast<char*>(body.data())};
+        ASSERT_EQ(mdb_put(txn, e, &key, &rv, 0), 0);
+        ASSERT_EQ(mdb_put(txn, b, &key, &bv, 0), 0);
+        ASSERT_EQ(mdb_txn_commit(txn), 0);
+        mdb_env_close(env);
+    }
+    {
+        auto ro = spool::open_read_only(_dir);
+        ASSERT_TRUE(ro.ok()) << to_string(ro.error());
+        auto view = ro->begin_read();
+        ASSERT_TRUE(view.ok());
+        auto got = view->body(make_queue_id(5, 0)).value();
+        EXPECT_TRUE(got.tail.empty());
+        EXPECT_TRUE(got.head == body);
+    }
+    spool s = open_rw();
+    auto view = s.begin_read();
+    ASSERT_TRUE(view.ok());
+    EXPECT_TRUE(whole(view->body(make_queue_id(5, 0)).value()) == body);
+    spool_op rm[] = {{spool_op::kind::remove, make_queue_id(5, 0), {}, {}}};
+    EXPECT_TRUE(s.apply(rm).ok());
 }
 
 }  // namespace
