@@ -173,8 +173,9 @@ int show_message(const config& cfg, const std::string& text) {
     std::printf("attempts: %u, next attempt %s\n", env->attempts, format_time(env->next_attempt).c_str());
     if (!env->last_error.empty()) std::printf("last_error: %s\n", env->last_error.c_str());
     std::printf("*** MESSAGE CONTENTS %s ***\n", qid.view().data());
-    std::fwrite(body->head.data(), 1, body->head.size(), stdout);
-    std::fwrite(body->tail.data(), 1, body->tail.size(), stdout);
+    for (std::string_view piece : {body->head, body->tail}) {
+        if (!piece.empty()) std::fwrite(piece.data(), 1, piece.size(), stdout);
+    }
     std::printf("*** END OF MESSAGE %s ***\n", qid.view().data());
     return 0;
 }
