@@ -211,3 +211,39 @@ int make_listen_socket(const net::socket_address& addr, int backlog) {
 }
 
 }  // namespace ringmail::engine
+
+namespace ringmail::engine {
+
+std::vector<int> make_listen_group(net::socket_address& addr, unsigned count, int backlog) {
+    if (addr.port() != 0) {
+        // A bind without SO_REUSEPORT fails on a port anyone listens on,
+        // whatever options that listener set (SO_REUSEADDR still allows
+        // TIME_WAIT leftovers of our own earlier run).
+        int probe = ::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe < 0) throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
+        int one = 1;
+        setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (addr.family() == AF_INET6) setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        int rc = ::bind(probe, addr.sockaddr_ptr(), addr.length());
+        int e = errno;
+        ::close(probe);
+        if (rc < 0) throw std::runtime_error("cannot listen on " + addr.to_string() + ": " + std::strerror(e));
+    }
+    std::vector<int> fds;
+    try {
+        for (unsigned i = 0; i < count; ++i) {
+            fds.push_back(make_listen_socket(addr, backlog));
+            if (i == 0 && addr.port() == 0) {
+                net::socket_address actual;
+                actual.set_length(net::socket_address::capacity());
+                if (::getsockname(fds[0], actual.sockaddr_ptr(), actual.length_ptr()) == 0) addr.set_port(actual.port());
+            }
+        }
+    } catch (...) {
+        for (int fd : fds) ::close(fd);
+        throw;
+    }
+    return fds;
+}
+
+}  // namespace ringmail::engine

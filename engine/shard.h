@@ -104,4 +104,11 @@ private:
 // Throws std::runtime_error with a clear message on failure.
 int make_listen_socket(const net::socket_address& addr, int backlog = 4096);
 
+// One SO_REUSEPORT listening socket per shard on `addr`, which is first
+// checked to be free: SO_REUSEPORT would otherwise let a second process of
+// the same user (another ringmaild) join the port and take half its
+// connections. A port 0 becomes the one the kernel picked, shared by all
+// (addr is updated). Throws std::runtime_error ("... Address already in use").
+std::vector<int> make_listen_group(net::socket_address& addr, unsigned count, int backlog = 4096);
+
 }  // namespace ringmail::engine

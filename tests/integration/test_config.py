@@ -93,3 +93,61 @@ def test_listener_port_0_is_shared_by_all_shards(tmp_path):
         proc.terminate()
         assert proc.wait(20) == 0
         err.close()
+
+
+def test_second_daemon_on_a_port_in_use_is_refused(start_daemon, tmp_path):
+    """Each shard listens with SO_REUSEPORT, which would let a second ringmaild of the
+    same user join the port and take part of its connections: it must refuse to
+    start instead (exit 1, "Address already in use"), and the first keeps them all."""
+    first = start_daemon("127.0.0.1:1")
+    cfg = default_config(tmp_path / "other-var", first.port, "127.0.0.1:1")
+    cfg["server"]["shards"] = 2
+    path = tmp_path / "second.toml"
+    path.write_text(toml_dump(cfg))
+    r = run_daemon_cmd("--config", str(path), timeout=20)
+    assert r.returncode == 1, f"exit {r.returncode}, stderr: {r.stderr}"
+    assert "Address already in use" in r.stderr and str(first.port) in r.stderr, r.stderr
+    assert first.alive()
+
+
+def test_flush_with_a_stale_pid_file_signals_nobody(tmp_path):
+    """A pid file left by a daemon that died (no lock on it) must not make
+    `queue flush` signal whatever process has that pid now."""
+    import signal
+    import subprocess
+    victim = subprocess.Popen(["sleep", "30"])
+    try:
+        cfg = default_config(tmp_path / "var", free_port(), "127.0.0.1:1")
+        (tmp_path / "var").mkdir()
+        pid_file = tmp_path / "var" / "ringmaild.pid"
+        cfg["server"]["pid_file"] = str(pid_file)
+        pid_file.write_text(f"{victim.pid}\n")
+        path = tmp_path / "stale.toml"
+        path.write_text(toml_dump(cfg))
+        r = run_ctl("--config", str(path), "queue", "flush")
+        assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+        assert "not running" in r.stderr and "stale" in r.stderr, r.stderr
+        assert victim.poll() is None, "the unrelated process was signalled"
+    finally:
+        victim.send_signal(signal.SIGTERM)
+        victim.wait(10)
+
+
+def test_usage_errors_exit_2_naming_the_program():
+    """Unknown options and missing values are usage errors: one line naming the
+    program and the problem, exit status 2 (CLI11's own codes are 105-120)."""
+    import subprocess
+    from conftest import BUILD
+    cases = [
+        (["--bogus"], "ringmaild", run_daemon_cmd),
+        (["--config"], "ringmaild", run_daemon_cmd),
+        (["queue", "--bogus"], "ringmailctl", run_ctl),
+        ([], "ringmailctl", run_ctl),
+    ]
+    for args, prog, run in cases:
+        r = run(*args)
+        assert r.returncode == 2, (args, r.returncode, r.stderr)
+        assert r.stderr.startswith(f"{prog}: "), (args, r.stderr)
+    r = subprocess.run([str(BUILD / "tools" / "ringmail-blast"), "send", "--messages", "1", "--duration", "1"], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, timeout=20)
+    assert r.returncode == 2 and r.stderr.startswith("ringmail-blast: "), (r.returncode, r.stderr)

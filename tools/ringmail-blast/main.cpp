@@ -8,6 +8,7 @@
 
 #include "tools/ringmail-blast/send.h"
 #include "tools/ringmail-blast/sink.h"
+#include "tools/cli_parse.h"
 
 using namespace ringmail::blast;
 
@@ -80,7 +81,7 @@ int main(int argc, char** argv) {
     app.footer(
         "Checksum: X-Blast-Checksum is FNV-1a 64 (16 hex digits) of the unstuffed body after the first CRLFCRLF.\n"
         "Sink signals: TERM/INT print the summary and exit, USR1 prints the summary to stderr.");
-    CLI11_PARSE(app, argc, argv);
+    if (auto status = ringmail::tools::parse_command_line(app, "ringmail-blast", argc, argv)) return *status;
 
     if (send->parsed()) return run_send(so);
     return run_sink(ko);

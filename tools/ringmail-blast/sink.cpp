@@ -790,16 +790,8 @@ int run_sink(const sink_options& opts) {
     std::vector<std::vector<int>> fds(threads);
     try {
         for (auto& a : addrs) {
-            for (unsigned i = 0; i < threads; ++i) {
-                int fd = engine::make_listen_socket(a);
-                if (a.port() == 0) {
-                    net::socket_address bound;
-                    bound.set_length(net::socket_address::capacity());
-                    ::getsockname(fd, bound.sockaddr_ptr(), bound.length_ptr());
-                    a.set_port(bound.port());
-                }
-                fds[i].push_back(fd);
-            }
+            std::vector<int> group = engine::make_listen_group(a, threads);
+            for (unsigned i = 0; i < threads; ++i) fds[i].push_back(group[i]);
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "ringmail-blast sink: %s\n", e.what());

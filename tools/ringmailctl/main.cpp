@@ -5,7 +5,10 @@
 //   ringmailctl [--config FILE] queue show ID      envelope and message (Postfix: postcat -q)
 //   ringmailctl [--config FILE] queue delete ID... | - | ALL
 //                                                  remove messages from the queue
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -25,6 +28,7 @@
 #include "store/envelope.h"
 #include "store/queue_id.h"
 #include "store/spool.h"
+#include "tools/cli_parse.h"
 
 using namespace ringmail;
 
@@ -262,10 +266,25 @@ int delete_messages(const config& cfg, std::vector<std::string> args) {
 }
 
 int flush_queue(const config& cfg) {
+    const char* path = cfg.server.pid_file.c_str();
+    // ringmaild holds an exclusive lock on its pid file while it runs: a
+    // file nobody locks is left over from a daemon that died, and its pid may
+    // belong to another process by now.
+    int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        std::fprintf(stderr, "ringmailctl: ringmaild is not running (no pid file %s)\n", path);
+        return 1;
+    }
+    bool running = ::flock(fd, LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    ::close(fd);
+    if (!running) {
+        std::fprintf(stderr, "ringmailctl: ringmaild is not running (stale pid file %s)\n", path);
+        return 1;
+    }
     std::ifstream in(cfg.server.pid_file);
     long pid = 0;
     if (!(in >> pid) || pid <= 1) {
-        std::fprintf(stderr, "ringmailctl: ringmaild does not seem to run (no pid in %s)\n", cfg.server.pid_file.c_str());
+        std::fprintf(stderr, "ringmailctl: ringmaild does not seem to run (no pid in %s)\n", path);
         return 1;
     }
     if (::kill(static_cast<pid_t>(pid), SIGUSR1) != 0) {
@@ -294,7 +313,7 @@ int main(int argc, char** argv) {
     auto* del = queue->add_subcommand("delete", "remove messages from the queue (exit 1 if one was not there)");
     std::vector<std::string> delete_ids;
     del->add_option("ids", delete_ids, "queue ids (16 hex digits), - to read them from stdin, or ALL")->required();
-    CLI11_PARSE(app, argc, argv);
+    if (auto status = tools::parse_command_line(app, "ringmailctl", argc, argv)) return *status;
 
     config cfg;
     try {

@@ -28,6 +28,7 @@
 #include "engine/log.h"
 #include "engine/shard.h"
 #include "tools/ringmaild/shard_services.h"
+#include "tools/cli_parse.h"
 
 using namespace ringmail;
 
@@ -63,7 +64,7 @@ int main(int argc, char** argv) {
     app.footer(
         "Signals: TERM/INT shut down cleanly, HUP reloads the configuration, USR1 retries deferred mail now.\n"
         "Documentation: docs/configuration.md, docs/operations.md");
-    CLI11_PARSE(app, argc, argv);
+    if (auto status = tools::parse_command_line(app, "ringmaild", argc, argv)) return *status;
 
     log::set_program_name("ringmaild");
     std::shared_ptr<const config> cfg;
@@ -105,20 +106,11 @@ int main(int argc, char** argv) {
                                          std::to_string(i + 1) + " so its mail is delivered");
             }
         }
-        // Every shard binds its own SO_REUSEPORT socket to the same address. A
-        // configured port 0 is resolved once (by the first bind) so all shards
-        // share the port the kernel picked, and the log shows the real one.
+        // Every shard binds its own SO_REUSEPORT socket to the same address
+        // (a port 0 resolved once, so the log shows the real one).
         for (auto& l : bound) {
-            for (unsigned i = 0; i < nshards; ++i) {
-                int fd = engine::make_listen_socket(l.address);
-                if (i == 0 && l.address.port() == 0) {
-                    net::socket_address actual;
-                    actual.set_length(net::socket_address::capacity());
-                    if (::getsockname(fd, actual.sockaddr_ptr(), actual.length_ptr()) == 0)
-                        l.address.set_port(actual.port());
-                }
-                listen_fds[i].push_back(fd);
-            }
+            std::vector<int> fds = engine::make_listen_group(l.address, nshards);
+            for (unsigned i = 0; i < nshards; ++i) listen_fds[i].push_back(fds[i]);
         }
     } catch (const std::exception& e) {
         std::fprintf(stderr, "ringmaild: %s\n", e.what());
