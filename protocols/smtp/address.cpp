@@ -312,6 +312,18 @@ bool xtext_valid(std::string_view x) {
     return true;
 }
 
+bool xtext_printable(std::string_view x) {
+    if (!xtext_valid(x)) return false;
+    for (std::size_t i = 0; i < x.size(); ++i) {
+        if (x[i] != '+') continue;
+        auto hex = [](char c) { return c <= '9' ? c - '0' : c - 'A' + 10; };
+        int c = hex(x[i + 1]) * 16 + hex(x[i + 2]);
+        if (c < 0x20 || c > 0x7e) return false;
+        i += 2;
+    }
+    return true;
+}
+
 std::optional<std::size_t> xtext_decode(std::string_view x, char* out, std::size_t cap) {
     if (!xtext_valid(x)) return std::nullopt;
     auto hex = [](char c) { return c <= '9' ? c - '0' : c - 'A' + 10; };
@@ -483,8 +495,8 @@ result<mail_from, address_error> parse_mail_from(std::string_view argument,
             else if (iequals_upper(prm.value, "HDRS")) mp.ret = ret_type::hdrs;
             else return unexpected{err::bad_ret};
             break;
-        case k_envid:  // RFC 3461 §4.4: xtext, at most 100 characters
-            if (!prm.has_value || prm.value.size() > 100 || !xtext_valid(prm.value))
+        case k_envid:  // RFC 3461 §4.4: printable ASCII as xtext, at most 100 characters
+            if (!prm.has_value || prm.value.size() > 100 || !xtext_printable(prm.value))
                 return unexpected{err::bad_envid};
             mp.envid = prm.value;
             break;
@@ -540,8 +552,9 @@ result<rcpt_to, address_error> parse_rcpt_to(std::string_view argument,
                 if (!is_atext(static_cast<unsigned char>(c)) || is_8bit(static_cast<unsigned char>(c)))
                     return unexpected{err::bad_orcpt};
             // "utf-8" addresses (RFC 6533 §3) allow UTF-8 and \x{..}; value
-            // syntax and UTF-8 were already checked. Others are xtext.
-            if (!iequals_upper(type, "UTF-8") && !xtext_valid(addr))
+            // syntax and UTF-8 were already checked. Others are xtext that
+            // decodes to printable ASCII (as Postfix checks: no CR, LF, NUL).
+            if (!iequals_upper(type, "UTF-8") && !xtext_printable(addr))
                 return unexpected{err::bad_orcpt};
             rp.orcpt = prm.value;
             rp.orcpt_type = type;

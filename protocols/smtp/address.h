@@ -140,6 +140,11 @@ result<mailbox_path, address_error> parse_path(std::string_view path, bool allow
 // XX upper-case hex. Validation only.
 bool xtext_valid(std::string_view xtext);
 
+// Valid xtext that decodes to printable ASCII only (0x20..0x7E): what ENVID
+// and an ORCPT address must be (RFC 3461 §4.2, §4.4), so no CR, LF or NUL can
+// reach a DSN or the next hop through them.
+bool xtext_printable(std::string_view xtext);
+
 // Decodes xtext into out[0..cap). Returns the decoded length, or nullopt if
 // the input is not valid xtext or does not fit.
 std::optional<std::size_t> xtext_decode(std::string_view xtext, char* out, std::size_t cap);

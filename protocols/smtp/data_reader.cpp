@@ -72,10 +72,11 @@ data_feed_result data_reader::feed_impl(std::string_view in, void* ctx, emit_fn 
         case state::line_start:
             if (c == '.') {
                 // RFC 5321 §4.5.2: drop the leading dot; if the line turns
-                // out to be just ".", it is the terminator.
+                // out to be just ".", it is the terminator. The dot is not
+                // counted against the line limit (§4.5.3.1.6: "not counting
+                // the leading dot duplicated for transparency").
                 flush(i);
                 piece = i + 1;
-                ++line;
                 st = state::dot;
                 continue;
             }

@@ -20,8 +20,9 @@
 //     consumed: they are pipelined commands.
 //   - Flags are sticky until reset(): saw_bare_lf, saw_bare_cr, saw_nul
 //     (NUL is legal only with BODY=BINARYMIME; the session decides), and
-//     line_too_long (a line longer than max_line_bytes excluding CRLF, the
-//     stuffing dot included; RFC 5321 §4.5.3.1.6: 998 + CRLF). The flag is
+//     line_too_long (a line longer than max_line_bytes excluding CRLF and a
+//     stuffing dot; RFC 5321 §4.5.3.1.6: 998 + CRLF, "not counting the
+//     leading dot duplicated for transparency"). The flag is
 //     set as soon as the limit is passed, without buffering the line.
 //   - content_bytes() counts emitted bytes, for the SIZE limit.
 //   Any split of the input into feed() calls gives the same pieces'
@@ -89,7 +90,7 @@ private:
     data_feed_result feed_impl(std::string_view in, void* ctx, emit_fn fn);
 
     std::size_t _max_line_bytes;
-    std::size_t _line_bytes = 0;  // wire bytes on the current line so far
+    std::size_t _line_bytes = 0;  // bytes of the current line so far (not a stuffing dot)
     std::uint64_t _content_bytes = 0;
     data_flags _flags;
     state _state = state::line_start;

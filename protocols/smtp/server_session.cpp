@@ -480,6 +480,8 @@ server_session::action server_session::on_mail(std::string_view arg) {
                     params.ret != ret_type::unspecified || !params.envid.empty() || !params.auth.empty()))
         return error("555 5.5.4 Error: parameters need EHLO");
     if (params.body == body_type::binary_mime) return error("555 5.5.4 Error: BINARYMIME not supported");
+    // RFC 4954 §5: AUTH= belongs to the AUTH extension, which is not offered.
+    if (!params.auth.empty()) return error("555 5.5.4 Error: AUTH parameter not supported");
     if (m->path.has_utf8 && !params.smtputf8)
         return error("553 5.6.7 Error: non-ASCII sender address needs SMTPUTF8");
     if (params.has_size && size_limit() != 0 && params.size > size_limit())

@@ -138,7 +138,9 @@ model reference(std::string_view region, std::size_t max, bool done) {
         // An open "." or ".\r" may still become the terminator, which is not a
         // content line: it is not measured until the next byte decides.
         const bool maybe_end = !terminated && !done && (line == "." || line == ".\r");
-        if (counted.size() > max && !maybe_end) m.flags.line_too_long = true;
+        // A leading (stuffing) dot is not counted against the limit.
+        const std::size_t measured = counted.size() - (!counted.empty() && counted.front() == '.' ? 1 : 0);
+        if (measured > max && !maybe_end) m.flags.line_too_long = true;
         // Unstuffing drops a leading dot; the CR of an open ".\r" is held back
         // (it may be the terminator), any other open CR is already content.
         std::string_view text = (open_cr && line == ".\r") ? std::string_view() : line;

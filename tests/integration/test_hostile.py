@@ -128,6 +128,31 @@ def test_overlong_text_line_in_data(daemon, sink):
     alive(daemon)
 
 
+def test_longest_line_starting_with_a_dot_is_accepted(daemon, sink):
+    """A 998-octet line that starts with '.' is 999 octets + CRLF on the wire after
+    dot-stuffing; RFC 5321 §4.5.3.1.6 does not count that dot, so it is legal (and
+    a line one octet longer is not)."""
+    msgid = unique("dotline")
+    line = b"." + b"d" * 997
+    msg = make_message(msgid, "dot line", b"first\r\n" + line + b"\r\nlast\r\n")
+    with RawSMTP(daemon.host, daemon.port) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
+        assert c.cmd("RCPT TO:<bob@example.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(msg.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        r = c.reply()
+        assert r.code == 250, r
+        assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
+        assert c.cmd("RCPT TO:<bob@example.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        longer = make_message(unique("dotline2"), "dot line", b"." + b"d" * 998 + b"\r\n")
+        c.send(longer.replace(b"\r\n.", b"\r\n..") + b".\r\n")
+        assert c.reply().code == 554
+    got = sink.wait_for(lambda ms: [m for m in ms if m.message_id == f"<{msgid}>"], 30, msgid)
+    assert got[0].data.endswith(msg), "the message changed on the way"
+
+
 def test_talking_before_banner(daemon):
     with RawSMTP(daemon.host, daemon.port, read_banner=False) as c:
         c.send(b"EHLO early.example.test\r\n")
@@ -235,3 +260,21 @@ def test_oversize_message(start_daemon, sink):
     sink.wait_for(lambda ms: any(m.message_id == f"<{small_id}>" for m in ms), 30, "small message")
     d.wait_queue_empty(30)
     assert not any(m.message_id == f"<{big_id}>" for m in sink.snapshot_attempts())
+
+
+def test_dsn_parameters_that_decode_to_control_characters_are_refused(daemon):
+    """RFC 3461 §4.2/§4.4: ENVID and an ORCPT address are printable ASCII in xtext;
+    "+0D+0A" (CR LF) or "+00" must not be accepted and carried to DSNs or the next
+    hop. AUTH= needs the AUTH extension, which is not offered (RFC 4954 §5)."""
+    with RawSMTP(daemon.host, daemon.port) as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<a@example.test> ENVID=abc+0D+0AX-Injected:+20yes")
+        assert r.code == 501, r
+        r = c.cmd("MAIL FROM:<a@example.test> AUTH=<>")
+        assert r.code == 555, r
+        assert c.cmd("MAIL FROM:<a@example.test> ENVID=ok+20id").code == 250
+        r = c.cmd("RCPT TO:<b@example.test> ORCPT=rfc822;orig+0D+0AX-Injected:+20yes@example.test")
+        assert r.code == 501, r
+        assert c.cmd("RCPT TO:<b@example.test> ORCPT=rfc822;b@example.test").code == 250
+        assert c.cmd("QUIT").code == 221
+    alive(daemon)

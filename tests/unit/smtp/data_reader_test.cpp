@@ -184,17 +184,24 @@ TEST(data_reader, line_length_limit) {
     r = run(bad, {});
     EXPECT_TRUE(r.done);
     EXPECT_TRUE(r.flags.line_too_long);
-    // A stuffed line counts its dot on the wire.
+    // The dot added for transparency does not count (§4.5.3.1.6): a
+    // 998-octet line that starts with a dot is 999 on the wire and fine,
+    // one octet more is not.
     std::string stuffed = "." + std::string(998, '.') + "\r\n.\r\n";
     r = run(stuffed, {});
-    EXPECT_TRUE(r.flags.line_too_long);
+    EXPECT_FALSE(r.flags.line_too_long);
     EXPECT_EQ(r.content, std::string(998, '.') + "\r\n");
+    r = run("." + std::string(999, '.') + "\r\n.\r\n", {});
+    EXPECT_TRUE(r.flags.line_too_long);
     // Boundary under every split for a small limit.
     for (std::size_t k = 0; k <= 10; ++k) {
         EXPECT_FALSE(run("abcd\r\n.\r\n", {k}, 4).flags.line_too_long) << k;
         EXPECT_TRUE(run("abcde\r\n.\r\n", {k}, 4).flags.line_too_long) << k;
         EXPECT_TRUE(run("abcd\r\r\n.\r\n", {k}, 4).flags.line_too_long) << k;
         EXPECT_FALSE(run(".abc\r\n.\r\n", {k}, 4).flags.line_too_long) << k;
+        EXPECT_FALSE(run("..abc\r\n.\r\n", {k}, 4).flags.line_too_long) << k;
+        EXPECT_TRUE(run("..abcd\r\n.\r\n", {k}, 4).flags.line_too_long) << k;
+        EXPECT_FALSE(run(".\rab\r\n.\r\n", {k}, 4).flags.line_too_long) << k;  // bare CR is content
     }
 }
 
