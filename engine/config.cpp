@@ -2,6 +2,7 @@
 #include "engine/config.h"
 
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -696,6 +697,18 @@ std::optional<net::socket_address> parse_source_address(std::string_view text)
     return *parsed;
 }
 
+// Empty when `a` is an address of this host (a socket can bind to it), else
+// why not.
+std::string not_local_reason(const net::socket_address& a)
+{
+    int fd = ::socket(a.family(), SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return std::strerror(errno);
+    int rc = ::bind(fd, a.sockaddr_ptr(), a.length());
+    int e = errno;
+    ::close(fd);
+    return rc == 0 ? std::string() : std::strerror(e);
+}
+
 void load_egress(const loader& ld, const toml::table& root, config& c)
 {
     const toml::node* n = root.get("egress");
@@ -715,6 +728,9 @@ void load_egress(const loader& ld, const toml::table& root, config& c)
         if (!parsed)
             s.fail(*t->get("source"), "source",
                    fmt::format("\"{}\" is not an IPv4 or IPv6 address", log::escaped(*src, 80)));
+        if (std::string why = not_local_reason(*parsed); !why.empty())
+            s.fail(*t->get("source"), "source",
+                   fmt::format("\"{}\" is not an address of this host ({})", log::escaped(*src, 80), why));
         e.source = *parsed;
         e.ehlo = s.string_or("ehlo", "");
         if (!e.ehlo.empty() && !valid_hostname(e.ehlo))
@@ -865,59 +881,70 @@ config load_config_file(const std::string& path)
 
 namespace {
 
-// The single table of which keys need a restart; docs/configuration.md
-// mirrors it. Restart: what the process set up once (sockets, shard
-// threads, LMDB maps, the pid file). Everything else is read per use.
+// Every reloadable unit of the configuration: (needs a restart, name in
+// logs, member). Restart: what the process set up once (sockets, shard
+// threads, LMDB maps, the pid file, each shard's resolver and DNS cache).
+// Everything else is read per use. docs/configuration.md mirrors it.
+#define RINGMAIL_CONFIG_KEYS(X) \
+    X(false, "server.hostname", server.hostname) \
+    X(true, "server.data_dir", server.data_dir) \
+    X(true, "server.shards", server.shards) \
+    X(false, "server.shutdown_timeout", server.shutdown_timeout) \
+    X(true, "server.pid_file", server.pid_file) \
+    X(true, "listener", listeners) \
+    X(false, "relay.smarthost", relay.smarthost) \
+    X(false, "relay.allow_networks", relay.allow_networks) \
+    X(false, "relay.pool_size", relay.pool_size) \
+    X(false, "relay.connect_timeout", relay.connect_timeout) \
+    X(false, "relay.command_timeout", relay.command_timeout) \
+    X(false, "relay.idle_timeout", relay.idle_timeout) \
+    X(false, "delivery.smtp_port", delivery.smtp_port) \
+    X(false, "delivery.max_mx_addresses", delivery.max_mx_addresses) \
+    X(false, "delivery.limits", delivery.limits) \
+    X(false, "delivery.backoff_min", delivery.backoff_min) \
+    X(false, "delivery.backoff_max", delivery.backoff_max) \
+    X(false, "shaping", shaping) \
+    X(false, "egress", egress) \
+    X(true, "dns", dns) \
+    X(false, "relay.tls", relay.tls) \
+    X(false, "relay.tls_verify", relay.tls_verify) \
+    X(false, "relay.tls_ca_file", relay.tls_ca_file) \
+    X(false, "smtp.max_command_bytes", smtp.max_command_bytes) \
+    X(false, "smtp.max_line_bytes", smtp.max_line_bytes) \
+    X(false, "smtp.message_size_limit", smtp.message_size_limit) \
+    X(false, "smtp.max_recipients", smtp.max_recipients) \
+    X(false, "smtp.max_errors", smtp.max_errors) \
+    X(false, "smtp.max_connections", smtp.max_connections) \
+    X(false, "smtp.max_connections_per_ip", smtp.max_connections_per_ip) \
+    X(false, "smtp.command_timeout", smtp.command_timeout) \
+    X(false, "smtp.data_timeout", smtp.data_timeout) \
+    X(false, "queue.min_backoff", queue.min_backoff) \
+    X(false, "queue.max_backoff", queue.max_backoff) \
+    X(false, "queue.max_age", queue.max_age) \
+    X(false, "queue.jitter", queue.jitter) \
+    X(true, "store.map_size", store.map_size) \
+    X(false, "store.commit_window", store.commit_window) \
+    X(false, "store.commit_max_batch", store.commit_max_batch) \
+    X(false, "log.level", log.level)
+
 template <class F>
 void for_each_change(const config& a, const config& b, F&& emit)
 {
 #define RINGMAIL_CMP(restart, name, member) \
-    if (!(a.member == b.member)) emit(restart, name)
-    RINGMAIL_CMP(false, "server.hostname", server.hostname);
-    RINGMAIL_CMP(true, "server.data_dir", server.data_dir);
-    RINGMAIL_CMP(true, "server.shards", server.shards);
-    RINGMAIL_CMP(false, "server.shutdown_timeout", server.shutdown_timeout);
-    RINGMAIL_CMP(true, "server.pid_file", server.pid_file);
-    RINGMAIL_CMP(true, "listener", listeners);
-    RINGMAIL_CMP(false, "relay.smarthost", relay.smarthost);
-    RINGMAIL_CMP(false, "relay.allow_networks", relay.allow_networks);
-    RINGMAIL_CMP(false, "relay.pool_size", relay.pool_size);
-    RINGMAIL_CMP(false, "relay.connect_timeout", relay.connect_timeout);
-    RINGMAIL_CMP(false, "relay.command_timeout", relay.command_timeout);
-    RINGMAIL_CMP(false, "relay.idle_timeout", relay.idle_timeout);
-    RINGMAIL_CMP(false, "delivery.smtp_port", delivery.smtp_port);
-    RINGMAIL_CMP(false, "delivery.max_mx_addresses", delivery.max_mx_addresses);
-    RINGMAIL_CMP(false, "delivery.limits", delivery.limits);
-    RINGMAIL_CMP(false, "delivery.backoff_min", delivery.backoff_min);
-    RINGMAIL_CMP(false, "delivery.backoff_max", delivery.backoff_max);
-    RINGMAIL_CMP(false, "shaping", shaping);
-    RINGMAIL_CMP(false, "egress", egress);
-    // The resolver and its cache are made once per shard.
-    RINGMAIL_CMP(true, "dns", dns);
-    RINGMAIL_CMP(false, "relay.tls", relay.tls);
-    RINGMAIL_CMP(false, "relay.tls_verify", relay.tls_verify);
-    RINGMAIL_CMP(false, "relay.tls_ca_file", relay.tls_ca_file);
-    RINGMAIL_CMP(false, "smtp.max_command_bytes", smtp.max_command_bytes);
-    RINGMAIL_CMP(false, "smtp.max_line_bytes", smtp.max_line_bytes);
-    RINGMAIL_CMP(false, "smtp.message_size_limit", smtp.message_size_limit);
-    RINGMAIL_CMP(false, "smtp.max_recipients", smtp.max_recipients);
-    RINGMAIL_CMP(false, "smtp.max_errors", smtp.max_errors);
-    RINGMAIL_CMP(false, "smtp.max_connections", smtp.max_connections);
-    RINGMAIL_CMP(false, "smtp.max_connections_per_ip", smtp.max_connections_per_ip);
-    RINGMAIL_CMP(false, "smtp.command_timeout", smtp.command_timeout);
-    RINGMAIL_CMP(false, "smtp.data_timeout", smtp.data_timeout);
-    RINGMAIL_CMP(false, "queue.min_backoff", queue.min_backoff);
-    RINGMAIL_CMP(false, "queue.max_backoff", queue.max_backoff);
-    RINGMAIL_CMP(false, "queue.max_age", queue.max_age);
-    RINGMAIL_CMP(false, "queue.jitter", queue.jitter);
-    RINGMAIL_CMP(true, "store.map_size", store.map_size);
-    RINGMAIL_CMP(false, "store.commit_window", store.commit_window);
-    RINGMAIL_CMP(false, "store.commit_max_batch", store.commit_max_batch);
-    RINGMAIL_CMP(false, "log.level", log.level);
+    if (!(a.member == b.member)) emit(restart, name);
+    RINGMAIL_CONFIG_KEYS(RINGMAIL_CMP)
 #undef RINGMAIL_CMP
 }
 
 }  // namespace
+
+void keep_restart_values(const config& running, config& fresh)
+{
+#define RINGMAIL_KEEP(restart, name, member) \
+    if (restart) fresh.member = running.member;
+    RINGMAIL_CONFIG_KEYS(RINGMAIL_KEEP)
+#undef RINGMAIL_KEEP
+}
 
 std::vector<std::string> restart_required_changes(const config& old, const config& neu)
 {

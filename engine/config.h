@@ -197,6 +197,9 @@ config load_config_string(std::string_view toml, std::string_view source_name);
 // old and neu and that take effect only after a restart; empty = the new
 // config can be applied by SIGHUP.
 std::vector<std::string> restart_required_changes(const config& old, const config& neu);
+// What SIGHUP applies: `fresh` with every restart-only key set back to its
+// running value, so the next reload compares against what really runs.
+void keep_restart_values(const config& running, config& fresh);
 // Keys that differ and are applied by SIGHUP (for the reload log line).
 std::vector<std::string> reloadable_changes(const config& old, const config& neu);
 

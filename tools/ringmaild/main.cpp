@@ -180,11 +180,7 @@ int main(int argc, char** argv) {
                 log::warning("reload: '{}' changed but needs a restart to take effect", key);
             // Keys needing a restart keep their running values.
             auto merged = std::make_shared<config>(*fresh);
-            merged->server.data_dir = cfg->server.data_dir;
-            merged->server.shards = cfg->server.shards;
-            merged->server.pid_file = cfg->server.pid_file;
-            merged->listeners = cfg->listeners;
-            merged->store.map_size = cfg->store.map_size;
+            keep_restart_values(*cfg, *merged);
             cfg = merged;
             log::set_level(cfg->log.level);
             limiter.set_limits(cfg->smtp.max_connections, cfg->smtp.max_connections_per_ip);

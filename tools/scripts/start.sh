@@ -5,9 +5,22 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 tools/scripts/install-deps.sh
+log=build-start.log
+# The build's own output goes to a log (it is long); a failure shows its end.
+build_or_explain() {
+  if ! "$@" >"$log" 2>&1; then
+    echo "start.sh: build failed: $*" >&2
+    tail -n 40 "$log" >&2
+    echo "start.sh: the whole output is in $log" >&2
+    exit 1
+  fi
+}
 if [[ ! -f build/build.ninja ]]; then
-  meson setup build --buildtype=release >/dev/null
+  echo "start.sh: configuring and building (the first build takes a few minutes on 2 cores)" >&2
+  build_or_explain meson setup build --buildtype=release
+else
+  echo "start.sh: building what changed" >&2
 fi
-ninja -C build >/dev/null
+build_or_explain ninja -C build
 echo "ringmaild: starting (Ctrl-C stops it; logs below)" >&2
 exec build/tools/ringmaild "$@"

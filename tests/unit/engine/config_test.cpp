@@ -435,6 +435,18 @@ TEST(config, restart_required_changes)
               (std::vector<std::string>{"server.data_dir", "server.shards", "server.pid_file", "listener",
                                         "store.map_size"}));
     EXPECT_TRUE(reloadable_changes(base, restart).empty());
+
+    // What SIGHUP applies keeps every restart-only value (so a second reload
+    // compares against what runs: a changed then restored [dns] is no change)
+    // and takes the reloadable ones.
+    config fresh = restart;
+    fresh.dns.tries = base.dns.tries + 1;
+    fresh.smtp.max_recipients = 7;
+    keep_restart_values(base, fresh);
+    EXPECT_TRUE(restart_required_changes(base, fresh).empty());
+    EXPECT_EQ(fresh.dns.tries, base.dns.tries);
+    EXPECT_EQ(fresh.server.data_dir, base.server.data_dir);
+    EXPECT_EQ(fresh.smtp.max_recipients, 7u);
 }
 
 TEST(config, delivery_dns_and_shaping)
@@ -516,6 +528,9 @@ source = "::1"
     EXPECT_TRUE(e.egress[1].senders.empty());
     EXPECT_CONFIG_ERROR(with_listener("[[egress]]\nsource = \"mail.example\"\n"),
                         "key 'egress[0].source': \"mail.example\" is not an IPv4 or IPv6 address");
+    // An address of another host: every connection from it would fail.
+    EXPECT_CONFIG_ERROR(with_listener("[[egress]]\nsource = \"192.0.2.10\"\n"),
+                        "key 'egress[0].source': \"192.0.2.10\" is not an address of this host");
     EXPECT_CONFIG_ERROR(with_listener("[[egress]]\nehlo = \"x.test\"\n"), "key 'egress[0].source': missing");
 
     EXPECT_EQ(parse_rate(""), rate_limit{});
