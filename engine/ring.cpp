@@ -90,6 +90,9 @@ unsigned ring::run_once(std::chrono::milliseconds max_wait) {
     io_uring_cqe* first = nullptr;
     int rc = io_uring_submit_and_wait_timeout(&_ring, &first, max_wait.count() > 0 ? 1 : 0, &ts, nullptr);
     (void)rc;  // -ETIME / -EINTR: nothing to dispatch, the loop comes round again
+    // The wait may have lasted up to a second: deadlines set by the handlers
+    // below count from now, not from before the wait (they fired up to 1 s early).
+    _now_ms = monotonic_ms();
 
     unsigned total = 0;
     for (;;) {

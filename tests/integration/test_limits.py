@@ -73,8 +73,23 @@ def test_idle_command_timeout(start_daemon, sink):
         r = c.reply()
         waited = time.monotonic() - t0
         assert r.code == 421 and "4.4.2" in r.text, r
-        assert 0.7 <= waited <= 6, f"421 after {waited:.2f}s, command_timeout is 1s"
+        assert 0.95 <= waited <= 6, f"421 after {waited:.2f}s, command_timeout is 1s"
         assert c.closed_by_peer(5), "not closed after the timeout 421"
+    alive(d)
+
+
+def test_idle_timeout_never_fires_early(start_daemon, sink):
+    """A timeout counts from when the session started waiting, also when its shard
+    had been asleep (it counted from before the ring's wait: up to 1 s early)."""
+    d = start_daemon(sink, config={"smtp": {"command_timeout": "2s"}, "server": {"shards": 1}})
+    for idle in (0.35, 0.65, 0.9):
+        time.sleep(idle)   # let the shard's ring sleep before the connection comes
+        t0 = time.monotonic()
+        with RawSMTP(d.host, d.port, timeout=15) as c:
+            r = c.reply()
+            waited = time.monotonic() - t0
+            assert r.code == 421 and "4.4.2" in r.text, r
+            assert waited >= 1.95, f"421 after {waited:.2f}s, command_timeout is 2s"
     alive(d)
 
 
