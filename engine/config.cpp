@@ -84,6 +84,8 @@ max_line_bytes = 1000
 message_size_limit = "50MiB"
 max_recipients = 1000
 max_errors = 10
+junk_command_limit = 100       # NOOP, RSET, VRFY, HELP beyond this many count as errors
+recipient_overshoot_limit = 1000  # RCPTs past max_recipients beyond this many count as errors
 max_hops = 50                  # a message with this many Received: fields is refused (a mail loop)
 max_connections = 10000
 max_connections_per_ip = 100
@@ -781,6 +783,8 @@ void load_smtp(const loader& ld, const toml::table& root, config& c)
     m.message_size_limit = s.size("message_size_limit", 52'428'800, 0, std::numeric_limits<int64_t>::max());
     m.max_recipients = s.integer<unsigned>("max_recipients", 1000, 1, 1'000'000);
     m.max_errors = s.integer<unsigned>("max_errors", 10, 1, 10'000);
+    m.junk_command_limit = s.integer<unsigned>("junk_command_limit", 100, 0, 10'000'000);
+    m.recipient_overshoot_limit = s.integer<unsigned>("recipient_overshoot_limit", 1000, 0, 10'000'000);
     m.max_hops = s.integer<unsigned>("max_hops", 50, 2, 1000);
     m.max_connections = s.integer<unsigned>("max_connections", 10'000, 1, 10'000'000);
     m.max_connections_per_ip = s.integer<unsigned>("max_connections_per_ip", 100, 0, 10'000'000);
@@ -914,6 +918,8 @@ namespace {
     X(false, "smtp.message_size_limit", smtp.message_size_limit) \
     X(false, "smtp.max_recipients", smtp.max_recipients) \
     X(false, "smtp.max_errors", smtp.max_errors) \
+    X(false, "smtp.junk_command_limit", smtp.junk_command_limit) \
+    X(false, "smtp.recipient_overshoot_limit", smtp.recipient_overshoot_limit) \
     X(false, "smtp.max_connections", smtp.max_connections) \
     X(false, "smtp.max_connections_per_ip", smtp.max_connections_per_ip) \
     X(false, "smtp.command_timeout", smtp.command_timeout) \

@@ -141,6 +141,8 @@ struct smtp_config {
     uint64_t message_size_limit = 52'428'800;    // 0 = unlimited
     unsigned max_recipients = 1000;
     unsigned max_errors = 10;
+    unsigned junk_command_limit = 100;         // NOOP/RSET/VRFY/HELP beyond this count as errors
+    unsigned recipient_overshoot_limit = 1000; // RCPTs beyond max_recipients + this count as errors
     unsigned max_hops = 50;                      // Received: fields that make a message a loop
     unsigned max_connections = 10'000;
     unsigned max_connections_per_ip = 100;       // 0 = unlimited

@@ -140,10 +140,22 @@ private:
     // drop a client that keeps making mistakes).
     action error(std::string_view line) {
         reply(line);
+        return count_error();
+    }
+    action count_error() {
         if (++_errors >= _cfg->smtp.max_errors) {
+            log::info("{}: too many errors, disconnecting", _peer_text);
             replyf("421 4.7.0 {} Error: too many errors", _cfg->server.hostname);
             return action::close;
         }
+        return action::need_more;
+    }
+    // NOOP, RSET, VRFY, HELP: answered, but past junk_command_limit each one
+    // counts as an error, so a client cannot hold a session with them forever
+    // (Postfix: smtpd_junk_command_limit).
+    action junk(std::string_view line) {
+        reply(line);
+        if (++_junk > _cfg->smtp.junk_command_limit) return count_error();
         return action::need_more;
     }
     void reset_transaction() {
@@ -183,6 +195,8 @@ private:
     std::string _pending;  // unconsumed input (a partial line, pipelined commands)
     std::string _out;      // replies not sent yet
     unsigned _errors = 0;
+    unsigned _junk = 0;       // NOOP, RSET, VRFY, HELP this session
+    unsigned _overshoot = 0;  // RCPTs refused for max_recipients this session
 
     std::string _helo;
     bool _esmtp = false;
@@ -426,22 +440,17 @@ server_session::action server_session::on_command(const command_parse& p) {
         case verb::bdat: return on_bdat(p.argument);
         case verb::rset:
             reset_transaction();
-            reply("250 2.0.0 Ok");
-            return action::need_more;
-        case verb::noop:
-            reply("250 2.0.0 Ok");
-            return action::need_more;
+            return junk("250 2.0.0 Ok");
+        case verb::noop: return junk("250 2.0.0 Ok");
         case verb::quit:
             reply("221 2.0.0 Bye");
             return action::close;
         case verb::vrfy:
             // RFC 5321 §3.5.3: 252 when we will not verify but will accept.
-            reply("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
-            return action::need_more;
+            return junk("252 2.0.0 Cannot VRFY user, but will accept message and attempt delivery");
         case verb::expn: return error("502 5.5.1 Error: EXPN not available");
         case verb::help:
-            reply("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
-            return action::need_more;
+            return junk("214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
         case verb::starttls:
         case verb::auth: return error("502 5.5.1 Error: command not implemented");
         case verb::unknown: break;
@@ -520,7 +529,10 @@ server_session::action server_session::on_rcpt(std::string_view arg) {
         return error(line);
     }
     if (_rcpts.size() >= _cfg->smtp.max_recipients) {
+        // Past the overshoot limit each further one is an error (Postfix:
+        // smtpd_recipient_overshoot_limit): 10^6 RCPTs end in a 421.
         reply("452 4.5.3 Error: too many recipients");
+        if (++_overshoot > _cfg->smtp.recipient_overshoot_limit) return count_error();
         return action::need_more;
     }
     store::recipient& rc = _rcpts.emplace_back();

@@ -105,7 +105,12 @@ def test_idle_timeout_resets_on_activity(start_daemon, sink):
         assert c.cmd("QUIT").code == 221
 
 
-def test_pipelined_noops_without_reading(daemon):
+# The NOOP floods below test back-pressure, not the junk limit: lifted for them.
+NO_JUNK_LIMIT = {"smtp": {"junk_command_limit": 10_000_000}}
+
+
+def test_pipelined_noops_without_reading(start_daemon, sink):
+    daemon = start_daemon(sink, config=NO_JUNK_LIMIT)
     n = 5000
     before = daemon.rss_kib()
     with RawSMTP(daemon.host, daemon.port) as c:
@@ -119,9 +124,10 @@ def test_pipelined_noops_without_reading(daemon):
     assert after - before < 100 * 1024, f"RSS grew {before} -> {after} KiB"
 
 
-def test_endless_pipelining_memory_bounded(daemon):
+def test_endless_pipelining_memory_bounded(start_daemon, sink):
     """A client that sends 200k commands and reads nothing until it is done: the
     server must push back (TCP), not buffer replies without bound."""
+    daemon = start_daemon(sink, config=NO_JUNK_LIMIT)
     n = 200_000
     payload = b"NOOP\r\n" * n
     before = daemon.rss_kib()
@@ -391,3 +397,27 @@ def test_full_queue_answers_452_keeps_what_it_accepted_and_recovers(start_daemon
     with RawSMTP(d.host, d.port) as c:
         c.ehlo()
         assert _data_message(c, make_message(unique("after"))).code == 250
+
+
+def test_junk_commands_and_recipient_overshoot_end_in_421(start_daemon, sink):
+    """As Postfix's smtpd_junk_command_limit and smtpd_recipient_overshoot_limit: past
+    the limit every NOOP/RSET/VRFY/HELP, and every RCPT refused for max_recipients,
+    counts as an error, so a session cannot go on with them for ever."""
+    d = start_daemon(sink, config={"smtp": {"junk_command_limit": 5, "max_errors": 3,
+                                            "max_recipients": 2, "recipient_overshoot_limit": 4}})
+    with RawSMTP(d.host, d.port) as c:
+        c.ehlo()
+        codes = [c.cmd(v).code for v in ["NOOP", "RSET", "VRFY x", "HELP", "NOOP", "NOOP", "NOOP"]]
+        assert codes[:7] == [250, 250, 252, 214, 250, 250, 250], codes   # still answered
+        r = c.cmd("NOOP")   # 5 free, then errors 1, 2 and the third ends the session
+        assert r.code == 250, r
+        assert c.reply().code == 421
+        assert c.closed_by_peer(5)
+    with RawSMTP(d.host, d.port) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@example.test>").code == 250
+        codes = [c.cmd(f"RCPT TO:<r{i}@example.test>").code for i in range(8)]
+        assert codes == [250, 250] + [452] * 6, codes   # 4 free overshoots, then 2 errors
+        assert c.cmd("RCPT TO:<r9@example.test>").code == 452
+        assert c.reply().code == 421
+    alive(d)
