@@ -150,9 +150,10 @@ private:
         }
         return action::need_more;
     }
-    // NOOP, RSET, VRFY, HELP: answered, but past junk_command_limit each one
-    // counts as an error, so a client cannot hold a session with them forever
-    // (Postfix: smtpd_junk_command_limit).
+    // NOOP, RSET, VRFY, HELP: answered, but past junk_command_limit since
+    // the last message accepted each one counts as an error, so a client
+    // cannot hold a session with them for ever (Postfix:
+    // smtpd_junk_command_limit, reset after mail is delivered too).
     action junk(std::string_view line) {
         reply(line);
         if (++_junk > _cfg->smtp.junk_command_limit) return count_error();
@@ -670,6 +671,7 @@ void server_session::finish_commit(const result<void, store::spool_error>& outco
     auto qid = store::to_hex(_queue_id);
     if (outcome) {
         replyf("250 2.0.0 Ok: queued as {}", qid.view());
+        _junk = 0;  // as Postfix: a client that sends mail may RSET/NOOP between messages
         log::info("{}: received client={} size={} from=<{}> nrcpt={}", qid.view(), _peer_text,
                   _received.size() + _body.size(), log::escaped(_sender, 256), _rcpts.size());
         ++_ctx.messages_received;

@@ -420,4 +420,17 @@ def test_junk_commands_and_recipient_overshoot_end_in_421(start_daemon, sink):
         assert codes == [250, 250] + [452] * 6, codes   # 4 free overshoots, then 2 errors
         assert c.cmd("RCPT TO:<r9@example.test>").code == 452
         assert c.reply().code == 421
+    # A client that reuses its connection with an RSET before every message (as
+    # Postfix's and many others' connection caches do) is never cut off: the
+    # count starts again with each accepted message.
+    with RawSMTP(d.host, d.port) as c:
+        c.ehlo()
+        for i in range(12):
+            assert c.cmd("RSET").code == 250
+            assert c.cmd("MAIL FROM:<a@example.test>").code == 250
+            assert c.cmd(f"RCPT TO:<r{i}@example.test>").code == 250
+            assert c.cmd("DATA").code == 354
+            c.send(make_message(unique("rset"), "rset reuse", b"x\r\n") + b".\r\n")
+            assert c.reply().code == 250
+        assert c.cmd("QUIT").code == 221
     alive(d)
