@@ -82,6 +82,7 @@ temporary_ttl = "30s"          # SERVFAIL and timeouts
 max_command_bytes = 512
 max_line_bytes = 1000
 message_size_limit = "50MiB"
+receive_memory = "1GiB"        # per shard: messages being received are held in memory; past it, 452 4.3.1
 max_recipients = 1000
 max_errors = 10
 junk_command_limit = 100       # NOOP, RSET, VRFY, HELP beyond this many count as errors
@@ -781,6 +782,7 @@ void load_smtp(const loader& ld, const toml::table& root, config& c)
     // RFC 5321 §4.5.3.1.6: text lines of at least 1000 octets must work.
     m.max_line_bytes = s.size("max_line_bytes", 1000, 1000, 1 << 20);
     m.message_size_limit = s.size("message_size_limit", 52'428'800, 0, std::numeric_limits<int64_t>::max());
+    m.receive_memory = s.size("receive_memory", 1ll << 30, 1ll << 20, std::numeric_limits<int64_t>::max());
     m.max_recipients = s.integer<unsigned>("max_recipients", 1000, 1, 1'000'000);
     m.max_errors = s.integer<unsigned>("max_errors", 10, 1, 10'000);
     m.junk_command_limit = s.integer<unsigned>("junk_command_limit", 100, 0, 10'000'000);
@@ -916,6 +918,7 @@ namespace {
     X(false, "smtp.max_command_bytes", smtp.max_command_bytes) \
     X(false, "smtp.max_line_bytes", smtp.max_line_bytes) \
     X(false, "smtp.message_size_limit", smtp.message_size_limit) \
+    X(false, "smtp.receive_memory", smtp.receive_memory) \
     X(false, "smtp.max_recipients", smtp.max_recipients) \
     X(false, "smtp.max_errors", smtp.max_errors) \
     X(false, "smtp.junk_command_limit", smtp.junk_command_limit) \

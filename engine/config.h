@@ -139,6 +139,7 @@ struct smtp_config {
     uint64_t max_command_bytes = 512;
     uint64_t max_line_bytes = 1000;
     uint64_t message_size_limit = 52'428'800;    // 0 = unlimited
+    uint64_t receive_memory = 1ull << 30;        // per shard: bodies being received, held in memory
     unsigned max_recipients = 1000;
     unsigned max_errors = 10;
     unsigned junk_command_limit = 100;         // NOOP/RSET/VRFY/HELP beyond this count as errors

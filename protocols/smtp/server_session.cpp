@@ -25,6 +25,11 @@
 namespace ringmail::smtp {
 
 namespace {
+// The reply to a message that did not fit [smtp] receive_memory.
+constexpr const char* no_memory_reply = "452 4.3.1 Error: insufficient system resources, try again later";
+}  // namespace
+
+namespace {
 
 int64_t unix_now() { return std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch()).count(); }
@@ -142,6 +147,23 @@ private:
         reply(line);
         return count_error();
     }
+    // A failed BDAT transaction's reply: the shard's lack of memory is not
+    // the client's error, anything else counts.
+    action refuse_bdat(const char* why) {
+        if (why != no_memory_reply) return error(why);
+        reply(why);
+        return action::need_more;
+    }
+    // Whether `n` more body bytes fit [smtp] receive_memory (per shard): many
+    // large messages arriving at once must not exhaust memory.
+    bool body_fits(size_t n) const {
+        return _ctx.shard.chunks().in_use_bytes() + n <= _cfg->smtp.receive_memory;
+    }
+    void log_no_memory() {
+        log::warning("reject: end of data from {}: 452 4.3.1: smtp.receive_memory ({} bytes) in use by messages "
+                     "being received; from=<{}>", _peer_text, _cfg->smtp.receive_memory,
+                     log::escaped(_sender, 100));
+    }
     action count_error() {
         if (++_errors >= _cfg->smtp.max_errors) {
             log::info("{}: too many errors, disconnecting", _peer_text);
@@ -214,6 +236,7 @@ private:
 
     data_reader _reader;
     bool _too_big = false;
+    bool _no_memory = false;  // the DATA body went past smtp.receive_memory
     engine::chunk_chain _body;
     uint64_t _bdat_remaining = 0;
     bool _bdat_last = false;
@@ -379,9 +402,14 @@ server_session::action server_session::process(std::string_view in, size_t& cons
             case phase::data: {
                 uint64_t limit = size_limit();
                 auto r = _reader.feed(rest, [&](std::string_view piece) {
-                    if (_too_big) return;
+                    if (_too_big || _no_memory) return;
                     if (limit != 0 && _body.size() + piece.size() > limit) {
                         _too_big = true;
+                        _body.clear();
+                        return;
+                    }
+                    if (!body_fits(piece.size())) {
+                        _no_memory = true;  // read on to the end, keep nothing
                         _body.clear();
                         return;
                     }
@@ -390,6 +418,12 @@ server_session::action server_session::process(std::string_view in, size_t& cons
                 consumed += r.consumed;
                 if (!r.done) return action::need_more;
                 _phase = phase::command;
+                if (_no_memory && !_too_big) {
+                    log_no_memory();
+                    reset_transaction();
+                    reply(no_memory_reply);
+                    break;
+                }
                 action a = end_of_data(_reader.flags(), _too_big);
                 if (a != action::need_more) return a;
                 break;
@@ -401,6 +435,10 @@ server_session::action server_session::process(std::string_view in, size_t& cons
                     check_chunk(chunk, _chunks, _cfg->smtp.max_line_bytes - 2);
                     if (size_limit() != 0 && _body.size() + n > size_limit()) {
                         _bdat_failed = "552 5.3.4 Error: message size exceeds fixed maximum message size";
+                        _body.clear();
+                    } else if (!body_fits(n)) {
+                        _bdat_failed = no_memory_reply;
+                        log_no_memory();
                         _body.clear();
                     } else {
                         _body.append(chunk);
@@ -414,7 +452,7 @@ server_session::action server_session::process(std::string_view in, size_t& cons
                     // RFC 3030 §2: after a failed chunk the transaction is void.
                     const char* why = _bdat_failed;
                     if (_bdat_last || !_has_mail) reset_transaction();
-                    if (error(why) == action::close) return action::close;
+                    if (refuse_bdat(why) == action::close) return action::close;
                     break;
                 }
                 if (!_bdat_last) {
@@ -552,6 +590,7 @@ server_session::action server_session::on_data(std::string_view arg) {
     if (_rcpts.empty()) return error("554 5.5.1 Error: no valid recipients");
     _reader.reset();
     _too_big = false;
+    _no_memory = false;
     _body.clear();
     _phase = phase::data;
     reply("354 End data with <CR><LF>.<CR><LF>");
@@ -584,7 +623,7 @@ server_session::action server_session::on_bdat(std::string_view arg) {
             const char* why = _bdat_failed;
             if (last || !_has_mail) reset_transaction();
             _bdat_failed = _has_mail ? _bdat_failed : nullptr;
-            return error(why);
+            return refuse_bdat(why);
         }
         if (!last) {
             replyf("250 2.0.0 {} octets received", _body.size());

@@ -434,3 +434,69 @@ def test_junk_commands_and_recipient_overshoot_end_in_421(start_daemon, sink):
             assert c.reply().code == 250
         assert c.cmd("QUIT").code == 221
     alive(d)
+
+
+def test_messages_past_receive_memory_get_452_and_nothing_is_lost(start_daemon, sink):
+    """Sessions hold the message they receive in memory until its commit; past
+    [smtp] receive_memory (per shard) a message is read to its end and refused
+    452 4.3.1, not counted as a client error, and the same message is accepted once
+    memory is free again. The message holding the memory is queued as usual."""
+    d = start_daemon(sink, config={"smtp": {"receive_memory": "1MiB", "max_errors": 1},
+                                   "server": {"shards": 1}})
+    big = b"".join(b"line %06d ........................................................\r\n" % i
+                   for i in range(9000))          # ~630 KB
+    holder_id, second_id = unique("holder"), unique("second")
+    held = make_message(holder_id, "holds memory", big)
+    second = make_message(second_id, "waits for memory", big)
+    with RawSMTP(d.host, d.port) as a, RawSMTP(d.host, d.port) as b:
+        a.ehlo()
+        b.ehlo()
+        assert a.cmd("MAIL FROM:<a@example.test>").code == 250
+        assert a.cmd("RCPT TO:<r@example.test>").code == 250
+        a.send(f"BDAT {len(held)}\r\n".encode() + held)
+        assert a.reply().code == 250          # held in memory: no LAST yet
+        for attempt in range(2):
+            assert b.cmd("MAIL FROM:<b@example.test>").code == 250
+            assert b.cmd("RCPT TO:<r@example.test>").code == 250
+            assert b.cmd("DATA").code == 354
+            b.send(second + b".\r\n")
+            r = b.reply()
+            if attempt == 0:
+                assert r.code == 452 and "4.3.1" in r.text, r
+                r = a.cmd("BDAT 0 LAST")      # the holder finishes and frees its memory
+                assert r.code == 250, r
+            else:
+                assert r.code == 250, r       # max_errors = 1: the 452 counted no error
+    for msgid, msg in ((holder_id, held), (second_id, second)):
+        [m] = sink.wait_for(lambda ms, i=msgid: [x for x in ms if x.message_id == f"<{i}>"], 30, msgid)
+        assert m.data.endswith(msg)
+    d.wait_log(r"smtp\.receive_memory")
+
+
+def test_bdat_past_receive_memory_gets_452(start_daemon, sink):
+    d = start_daemon(sink, config={"smtp": {"receive_memory": "1MiB", "max_errors": 1},
+                                   "server": {"shards": 1}})
+    big = b"".join(b"line %06d ........................................................\r\n" % i
+                   for i in range(9000))
+    held = make_message(unique("holder"), "holds memory", big)
+    second_id = unique("bdat-second")
+    second = make_message(second_id, "waits for memory", big)
+    with RawSMTP(d.host, d.port) as a, RawSMTP(d.host, d.port) as b:
+        a.ehlo()
+        b.ehlo()
+        assert a.cmd("MAIL FROM:<a@example.test>").code == 250
+        assert a.cmd("RCPT TO:<r@example.test>").code == 250
+        a.send(f"BDAT {len(held)}\r\n".encode() + held)
+        assert a.reply().code == 250
+        assert b.cmd("MAIL FROM:<b@example.test>").code == 250
+        assert b.cmd("RCPT TO:<r@example.test>").code == 250
+        b.send(f"BDAT {len(second)} LAST\r\n".encode() + second)
+        r = b.reply()
+        assert r.code == 452 and "4.3.1" in r.text, r
+        assert a.cmd("BDAT 0 LAST").code == 250
+        assert b.cmd("MAIL FROM:<b@example.test>").code == 250
+        assert b.cmd("RCPT TO:<r@example.test>").code == 250
+        b.send(f"BDAT {len(second)} LAST\r\n".encode() + second)
+        assert b.reply().code == 250
+    [m] = sink.wait_for(lambda ms: [x for x in ms if x.message_id == f"<{second_id}>"], 30, second_id)
+    assert m.data.endswith(second)
