@@ -47,10 +47,15 @@ void append_rfc5322_date(std::string& out, int64_t t) {
 }
 
 // Client-supplied text going into a header: printable ASCII only, bounded.
-void append_header_safe(std::string& out, std::string_view s, size_t max = 255) {
+// `utf8`: s is valid UTF-8 (an address the parser checked under SMTPUTF8),
+// which a header may carry (RFC 6532); kept whole when it fits, never cut
+// inside a character.
+void append_header_safe(std::string& out, std::string_view s, size_t max = 255, bool utf8 = false) {
+    const bool keep_8bit = utf8 && s.size() <= max;
     for (size_t i = 0; i < s.size() && i < max; ++i) {
         unsigned char c = static_cast<unsigned char>(s[i]);
-        out.push_back((c > 0x20 && c < 0x7f && c != '(' && c != ')') ? char(c) : '_');
+        bool ok = (c > 0x20 && c < 0x7f && c != '(' && c != ')') || (c >= 0x80 && keep_8bit);
+        out.push_back(ok ? char(c) : '_');
     }
 }
 
@@ -435,6 +440,8 @@ server_session::action server_session::process(std::string_view in, size_t& cons
                     check_chunk(chunk, _chunks, _cfg->smtp.max_line_bytes - 2);
                     if (size_limit() != 0 && _body.size() + n > size_limit()) {
                         _bdat_failed = "552 5.3.4 Error: message size exceeds fixed maximum message size";
+                        log::info("reject: BDAT from {}: {}; from=<{}>", _peer_text, _bdat_failed,
+                                  log::escaped(_sender, 100));
                         _body.clear();
                     } else if (!body_fits(n)) {
                         _bdat_failed = no_memory_reply;
@@ -676,7 +683,7 @@ void server_session::prepare_commit() {
     _received.append(qid.view());
     if (_rcpts.size() == 1) {
         _received.append("\r\n\tfor <");
-        append_header_safe(_received, _rcpts.front().address, 256);
+        append_header_safe(_received, _rcpts.front().address, 256, _smtputf8);
         _received.append(">");
     }
     _received.append("; ");

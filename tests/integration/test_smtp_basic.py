@@ -165,6 +165,9 @@ def test_smtputf8_addresses(daemon, sink):
     assert m.rcpt_tos == [rcpt]
     assert "SMTPUTF8" in [o.upper() for o in m.mail_options], m.mail_options
     assert_relayed_intact(msg, m.data)
+    # RFC 6532: the Received: field may name the UTF-8 recipient as it is
+    first, _ = strip_received(m.data)
+    assert f"for <{rcpt}>".encode() in first, first
 
 
 def test_10mb_message(daemon, sink):
