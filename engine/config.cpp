@@ -874,6 +874,8 @@ config load_config_string(std::string_view toml_text, std::string_view source_na
 
 config load_config_file(const std::string& path)
 {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) throw config_error(fmt::format("{}: is a directory, not a file", path));
     std::ifstream in(path, std::ios::binary);
     if (!in) throw config_error(fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
     std::ostringstream text;

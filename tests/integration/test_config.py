@@ -151,3 +151,16 @@ def test_usage_errors_exit_2_naming_the_program():
     r = subprocess.run([str(BUILD / "tools" / "ringmail-blast"), "send", "--messages", "1", "--duration", "1"], stdin=subprocess.DEVNULL,
                        capture_output=True, text=True, timeout=20)
     assert r.returncode == 2 and r.stderr.startswith("ringmail-blast: "), (r.returncode, r.stderr)
+
+
+def test_config_path_that_is_a_directory_or_unusable_data_dir(tmp_path):
+    r = run_daemon_cmd("--config", str(tmp_path), timeout=20)
+    assert r.returncode == 2 and "is a directory" in r.stderr, (r.returncode, r.stderr)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory\n")
+    cfg = default_config(blocker / "var", free_port(), "127.0.0.1:1")
+    path = tmp_path / "dd.toml"
+    path.write_text(toml_dump(cfg))
+    r = run_daemon_cmd("--config", str(path), timeout=20)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert "server.data_dir" in r.stderr and "cannot create" in r.stderr, r.stderr

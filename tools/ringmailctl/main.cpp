@@ -125,7 +125,9 @@ int list_queue(const config& cfg, bool json) {
         nlohmann::json out{{"messages", messages}, {"count", count}, {"recipients", recipients}};
         std::printf("%s\n", out.dump(2).c_str());
     } else if (!any_spool) {
-        std::printf("Queue is empty (no spool in %s yet)\n", cfg.server.data_dir.c_str());
+        std::error_code ec;
+        auto where = std::filesystem::absolute(cfg.server.data_dir, ec);
+        std::printf("Queue is empty (no spool in %s yet)\n", ec ? cfg.server.data_dir.c_str() : where.c_str());
     } else if (count == 0) {
         std::printf("Queue is empty\n");
     } else {

@@ -95,7 +95,8 @@ int main(int argc, char** argv) {
     std::vector<std::vector<int>> listen_fds(nshards);
     std::vector<listener_config> bound = cfg->listeners;  // with real ports once bound
     try {
-        std::filesystem::create_directories(cfg->server.data_dir);
+        if (std::error_code ec; (std::filesystem::create_directories(cfg->server.data_dir, ec), ec))
+            throw std::runtime_error("server.data_dir " + cfg->server.data_dir + ": cannot create: " + ec.message());
         pid_fd = lock_pid_file(cfg->server.pid_file);
         // Spool directories beyond the shard count would hold mail nobody delivers.
         for (unsigned i = nshards; i < 256; ++i) {
