@@ -210,10 +210,6 @@ int make_listen_socket(const net::socket_address& addr, int backlog) {
     return fd;
 }
 
-}  // namespace ringmail::engine
-
-namespace ringmail::engine {
-
 std::vector<int> make_listen_group(net::socket_address& addr, unsigned count, int backlog) {
     if (addr.port() != 0) {
         // A bind without SO_REUSEPORT fails on a port anyone listens on,

@@ -25,11 +25,9 @@
 namespace ringmail::smtp {
 
 namespace {
+
 // The reply to a message that did not fit [smtp] receive_memory.
 constexpr const char* no_memory_reply = "452 4.3.1 Error: insufficient system resources, try again later";
-}  // namespace
-
-namespace {
 
 int64_t unix_now() { return std::chrono::duration_cast<std::chrono::seconds>(
                          std::chrono::system_clock::now().time_since_epoch()).count(); }
@@ -223,7 +221,7 @@ private:
     std::string _pending;  // unconsumed input (a partial line, pipelined commands)
     std::string _out;      // replies not sent yet
     unsigned _errors = 0;
-    unsigned _junk = 0;       // NOOP, RSET, VRFY, HELP this session
+    unsigned _junk = 0;       // NOOP, RSET, VRFY, HELP since the last accepted message
     unsigned _overshoot = 0;  // RCPTs refused for max_recipients this session
 
     std::string _helo;
