@@ -436,25 +436,33 @@ def test_junk_commands_and_recipient_overshoot_end_in_421(start_daemon, sink):
     alive(d)
 
 
+# The receive_memory tests: a 1 MiB budget on one shard, and two ~630 KB messages,
+# one of which session `a` holds in memory (a BDAT chunk without LAST).
+SMALL_RECEIVE_MEMORY = {"smtp": {"receive_memory": "1MiB", "max_errors": 1}, "server": {"shards": 1}}
+BIG_BODY = b"".join(b"line %06d ........................................................\r\n" % i
+                    for i in range(9000))
+
+
+def hold_memory(a, held: bytes) -> None:
+    a.ehlo()
+    assert a.cmd("MAIL FROM:<a@example.test>").code == 250
+    assert a.cmd("RCPT TO:<r@example.test>").code == 250
+    a.send(f"BDAT {len(held)}\r\n".encode() + held)
+    assert a.reply().code == 250          # held in memory: no LAST yet
+
+
 def test_messages_past_receive_memory_get_452_and_nothing_is_lost(start_daemon, sink):
     """Sessions hold the message they receive in memory until its commit; past
     [smtp] receive_memory (per shard) a message is read to its end and refused
     452 4.3.1, not counted as a client error, and the same message is accepted once
     memory is free again. The message holding the memory is queued as usual."""
-    d = start_daemon(sink, config={"smtp": {"receive_memory": "1MiB", "max_errors": 1},
-                                   "server": {"shards": 1}})
-    big = b"".join(b"line %06d ........................................................\r\n" % i
-                   for i in range(9000))          # ~630 KB
+    d = start_daemon(sink, config=SMALL_RECEIVE_MEMORY)
     holder_id, second_id = unique("holder"), unique("second")
-    held = make_message(holder_id, "holds memory", big)
-    second = make_message(second_id, "waits for memory", big)
+    held = make_message(holder_id, "holds memory", BIG_BODY)
+    second = make_message(second_id, "waits for memory", BIG_BODY)
     with RawSMTP(d.host, d.port) as a, RawSMTP(d.host, d.port) as b:
-        a.ehlo()
+        hold_memory(a, held)
         b.ehlo()
-        assert a.cmd("MAIL FROM:<a@example.test>").code == 250
-        assert a.cmd("RCPT TO:<r@example.test>").code == 250
-        a.send(f"BDAT {len(held)}\r\n".encode() + held)
-        assert a.reply().code == 250          # held in memory: no LAST yet
         for attempt in range(2):
             assert b.cmd("MAIL FROM:<b@example.test>").code == 250
             assert b.cmd("RCPT TO:<r@example.test>").code == 250
@@ -474,20 +482,13 @@ def test_messages_past_receive_memory_get_452_and_nothing_is_lost(start_daemon, 
 
 
 def test_bdat_past_receive_memory_gets_452(start_daemon, sink):
-    d = start_daemon(sink, config={"smtp": {"receive_memory": "1MiB", "max_errors": 1},
-                                   "server": {"shards": 1}})
-    big = b"".join(b"line %06d ........................................................\r\n" % i
-                   for i in range(9000))
-    held = make_message(unique("holder"), "holds memory", big)
+    d = start_daemon(sink, config=SMALL_RECEIVE_MEMORY)
+    held = make_message(unique("holder"), "holds memory", BIG_BODY)
     second_id = unique("bdat-second")
-    second = make_message(second_id, "waits for memory", big)
+    second = make_message(second_id, "waits for memory", BIG_BODY)
     with RawSMTP(d.host, d.port) as a, RawSMTP(d.host, d.port) as b:
-        a.ehlo()
+        hold_memory(a, held)
         b.ehlo()
-        assert a.cmd("MAIL FROM:<a@example.test>").code == 250
-        assert a.cmd("RCPT TO:<r@example.test>").code == 250
-        a.send(f"BDAT {len(held)}\r\n".encode() + held)
-        assert a.reply().code == 250
         assert b.cmd("MAIL FROM:<b@example.test>").code == 250
         assert b.cmd("RCPT TO:<r@example.test>").code == 250
         b.send(f"BDAT {len(second)} LAST\r\n".encode() + second)
