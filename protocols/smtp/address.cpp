@@ -16,6 +16,11 @@ using err = address_error;
 constexpr bool is_alpha(unsigned char c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; }
 constexpr bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 constexpr bool is_upper_hex(unsigned char c) { return is_digit(c) || (c >= 'A' && c <= 'F'); }
+// The byte of an xtext "+XX" whose X are checked upper-case hex digits.
+constexpr int xtext_byte(char hi, char lo) {
+    auto hex = [](char c) { return c <= '9' ? c - '0' : c - 'A' + 10; };
+    return hex(hi) * 16 + hex(lo);
+}
 constexpr bool is_8bit(unsigned char c) { return c >= 0x80; }
 
 
@@ -316,8 +321,7 @@ bool xtext_printable(std::string_view x) {
     if (!xtext_valid(x)) return false;
     for (std::size_t i = 0; i < x.size(); ++i) {
         if (x[i] != '+') continue;
-        auto hex = [](char c) { return c <= '9' ? c - '0' : c - 'A' + 10; };
-        int c = hex(x[i + 1]) * 16 + hex(x[i + 2]);
+        int c = xtext_byte(x[i + 1], x[i + 2]);
         if (c < 0x20 || c > 0x7e) return false;
         i += 2;
     }
@@ -326,12 +330,11 @@ bool xtext_printable(std::string_view x) {
 
 std::optional<std::size_t> xtext_decode(std::string_view x, char* out, std::size_t cap) {
     if (!xtext_valid(x)) return std::nullopt;
-    auto hex = [](char c) { return c <= '9' ? c - '0' : c - 'A' + 10; };
     std::size_t n = 0;
     for (std::size_t i = 0; i < x.size(); ++i) {
         if (n == cap) return std::nullopt;
         if (x[i] == '+') {
-            out[n++] = static_cast<char>(hex(x[i + 1]) * 16 + hex(x[i + 2]));
+            out[n++] = static_cast<char>(xtext_byte(x[i + 1], x[i + 2]));
             i += 2;
         } else {
             out[n++] = x[i];

@@ -49,6 +49,8 @@ std::string_view before_piece(std::span<const std::string_view> pieces, std::siz
     return {buf + 2 - have, have};
 }
 
+std::span<const std::string_view> one_piece(const std::string_view& body) { return {&body, 1}; }
+
 std::string_view terminator(std::span<const std::string_view> pieces) {
     char buf[2];
     std::string_view last = before_piece(pieces, pieces.size(), buf);
@@ -75,13 +77,13 @@ void dot_stuff_segments(std::span<const std::string_view> pieces, std::vector<io
 }
 
 void dot_stuff_segments(std::string_view body, std::vector<iovec>& out) {
-    dot_stuff_segments(std::span<const std::string_view>(&body, 1), out);
+    dot_stuff_segments(one_piece(body), out);
 }
 
 std::size_t dot_stuffed_size(std::string_view body) {
     std::size_t dots = 0;
     for_each_dot_line(body, {}, [&](std::size_t) { ++dots; });
-    return body.size() + dots + terminator(std::span<const std::string_view>(&body, 1)).size();
+    return body.size() + dots + terminator(one_piece(body)).size();
 }
 
 std::string dot_stuff(std::string_view body) {
@@ -94,7 +96,7 @@ std::string dot_stuff(std::string_view body) {
         seg = dot;
     });
     s.append(body.substr(seg));
-    s.append(terminator(std::span<const std::string_view>(&body, 1)));
+    s.append(terminator(one_piece(body)));
     return s;
 }
 
