@@ -17,7 +17,8 @@
 # A "direct" phase (smtp-source -> smtp-sink, no relay) verifies the counting
 # method and gives the ceiling of the load generator on this machine.
 #
-# Environment overrides: RINGMAILD (default build/tools/ringmaild),
+# Environment overrides: RINGMAILD (default build/tools/ringmaild), RM_SHARDS
+# (ringmaild's shards, default one per core but one),
 # RESULTS_DIR (default bench/results), KEEP_TMP=1 to keep the temp dir.
 set -euo pipefail
 
@@ -240,7 +241,7 @@ fi
 # ------------------------------------------------------------------ report ----
 row() { printf '%-22s %14s %14s %12s %12s\n' "$@"; }
 echo
-echo "End-to-end relay benchmark: $MESSAGES messages, $SESSIONS sessions, $SIZE-byte bodies, $(nproc) cores"
+echo "End-to-end relay benchmark: $MESSAGES messages, $SESSIONS sessions, $SIZE-byte bodies, $(nproc) cores, ringmaild shards = $RM_SHARDS"
 row "system" "inject msg/s" "e2e msg/s" "inject s" "e2e s"
 row "direct (ceiling)" "$DIRECT_INJECT_RATE" "$DIRECT_E2E_RATE" "$DIRECT_INJECT_S" "$DIRECT_E2E_S"
 if [[ $PF_STATUS == ok ]]; then row "postfix" "$PF_INJECT_RATE" "$PF_E2E_RATE" "$PF_INJECT_S" "$PF_E2E_S"
@@ -272,8 +273,8 @@ phase_json() {   # status inject_s e2e_s inject_rate e2e_rate count cmd
     printf '{\n'
     printf '  "benchmark": "e2e_relay",\n'
     printf '  "date_utc": "%s",\n' "$STAMP"
-    printf '  "machine": {"nproc": %s, "kernel": %s, "postfix_version": %s, "cpu_busy_pct_before": %s},\n' \
-        "$(nproc)" "$(jstr "$(uname -sr)")" "$(jstr "$(postfix_version)")" "$BUSY_BEFORE"
+    printf '  "machine": {"nproc": %s, "ringmaild_shards": %s, "kernel": %s, "postfix_version": %s, "cpu_busy_pct_before": %s},\n' \
+        "$(nproc)" "$RM_SHARDS" "$(jstr "$(uname -sr)")" "$(jstr "$(postfix_version)")" "$BUSY_BEFORE"
     printf '  "params": {"messages": %s, "sessions": %s, "size": %s, "sink": %s},\n' "$MESSAGES" "$SESSIONS" "$SIZE" "$(jstr "$SINK")"
     printf '  "direct": %s,\n' "$(phase_json ok "$DIRECT_INJECT_S" "$DIRECT_E2E_S" "$DIRECT_INJECT_RATE" "$DIRECT_E2E_RATE" "$MESSAGES" "$DIRECT_CMD")"
     printf '  "postfix": %s,\n' "$(phase_json "$PF_STATUS" "${PF_INJECT_S:-}" "${PF_E2E_S:-}" "${PF_INJECT_RATE:-}" "${PF_E2E_RATE:-}" "${PF_COUNT:-}" "${PF_CMD:-}")"

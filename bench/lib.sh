@@ -16,6 +16,10 @@ RESULTS_DIR="${RESULTS_DIR:-$REPO_ROOT/bench/results}"
 PY=/usr/bin/python3                # Debian's python3 (stdlib, dnslib, matplotlib)
 TICKS=$(getconf CLK_TCK)           # clock ticks per second of /proc/PID/stat
 RM_WARN_RE=': (warning|error|fatal)'   # ringmaild log lines that count as warnings
+# ringmaild's shards: the load generator and the sink share this machine, so
+# ringmaild leaves them one core (on 2 cores: one shard; measured, see
+# docs/performance.md "One core for the load generator")
+RM_SHARDS="${RM_SHARDS:-$(( $(nproc) > 1 ? $(nproc) - 1 : 1 ))}"
 
 # ------------------------------------------------------ logging, options ----
 # log MSG...: "[BENCH_NAME HH:MM:SS] MSG" on stderr
@@ -460,14 +464,15 @@ server_measure_end() {
 
 # ------------------------------------------------------------- ringmaild ----
 # ringmail_toml DATA_DIR PORT SMARTHOST: the start of a bench ringmaild config
-# (one shard per CPU, SMTP on 127.0.0.1:PORT, relaying for 127.0.0.0/8 to
+# (RM_SHARDS shards, SMTP on 127.0.0.1:PORT, relaying for 127.0.0.0/8 to
 # SMARTHOST, "" = by MX); ends inside [relay]: the caller appends the rest
 ringmail_toml() {
+    require_positive_ints RM_SHARDS
     cat <<EOF
 [server]
 hostname = "bench.example.test"
 data_dir = "$1"
-shards = 0
+shards = $RM_SHARDS
 [[listener]]
 protocol = "smtp"
 address = "127.0.0.1:$2"

@@ -24,7 +24,8 @@
 # Defaults: 400,000 messages for ringmail, 15,000 for Postfix (each ~20 s
 # here), 50 connections, 4 KiB, 1000 domains, 8 MX hosts; every phase is bounded
 # by --timeout (default 300 s). Results: bench/results/mx_relay-<UTC>.json.
-# Environment: RINGMAILD, BLAST, RESULTS_DIR, KEEP_TMP=1, DNS_ADDR.
+# Environment: RINGMAILD, BLAST, RM_SHARDS (default one per core but one), RESULTS_DIR,
+# KEEP_TMP=1, DNS_ADDR.
 set -euo pipefail
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -169,7 +170,7 @@ phase_postfix() {
     PF_DNS_STATUS="ok (resolv.conf bind-mounted: nameserver $DNS_ADDR; mx0.bench.test -> $got)"
     free_port port
     sink_start postfix "$PF_N"
-    local pf_smtp_procs=$(( RM_DEST_CONNS * MX_HOSTS * NSHARDS_GUESS ))
+    local pf_smtp_procs=$(( RM_DEST_CONNS * MX_HOSTS * NSHARDS ))
     postfix_configure "$base" "$port" \
         "relayhost =" \
         "default_transport = smtp" \
@@ -204,8 +205,7 @@ make_tmp mx_relay 755
 private_copy BLAST mxbench-blast
 if want ringmail; then private_copy RINGMAILD mxbench-ringmaild; fi
 raise_nofile
-NSHARDS_GUESS=$(nproc)          # ringmaild's shards = 0 -> one per CPU
-NSHARDS=$NSHARDS_GUESS
+NSHARDS=$RM_SHARDS             # ringmaild's shards (bench/lib.sh)
 free_port MX_PORT
 check_cpu_busy
 STAMP=$(utc_stamp)

@@ -21,7 +21,8 @@
 # 1000 messages of the server (ringmaild: utime+stime; Postfix: utime+stime of all
 # live postfix processes + the master's cutime+cstime, before/after).
 #
-# Environment: RINGMAILD, BLAST (default build/tools/...), RESULTS_DIR, KEEP_TMP=1,
+# Environment: RINGMAILD, BLAST (default build/tools/...), RM_SHARDS (ringmaild's shards,
+# default one per core but one), RESULTS_DIR, KEEP_TMP=1,
 # CELL_TIMEOUT (seconds, default 300).
 set -euo pipefail
 
@@ -210,7 +211,7 @@ log "all cells done in $(( SECONDS - T_START )) s"
 
 mkdir -p "$RESULTS_DIR"
 OUT="$RESULTS_DIR/suite-$STAMP.json"
-QUICK=$QUICK BUSY=$BUSY_BEFORE STAMP=$STAMP TMPD=$TMP OUT=$OUT PFVER="$(postfix_version)" COMMIT="$(git_commit)" \
+QUICK=$QUICK BUSY=$BUSY_BEFORE RM_SHARDS=$RM_SHARDS STAMP=$STAMP TMPD=$TMP OUT=$OUT PFVER="$(postfix_version)" COMMIT="$(git_commit)" \
 $PY - <<'PYEOF'
 import glob, json, os, platform
 tmp = os.environ["TMPD"]
@@ -263,7 +264,8 @@ for (conns, size, sysname), c in sorted(idx.items()):
 doc = {
     "benchmark": "suite", "date_utc": os.environ["STAMP"], "quick": os.environ["QUICK"] == "1",
     "commit": os.environ["COMMIT"],
-    "machine": {"nproc": os.cpu_count(), "kernel": platform.release(), "postfix_version": os.environ["PFVER"],
+    "machine": {"nproc": os.cpu_count(), "ringmaild_shards": int(os.environ["RM_SHARDS"]),
+                "kernel": platform.release(), "postfix_version": os.environ["PFVER"],
                 "cpu_busy_pct_before": int(os.environ["BUSY"])},
     "cells": cells, "ratios": summary,
 }
@@ -292,6 +294,9 @@ if crashes:
     print("ringmaild exited with a non-zero status (128+N = signal N) in %d of %d cells: %s" % (
         len(crashes), sum(1 for c in cells if c["system"] == "ringmail"),
         ", ".join("%s=%d" % (c["label"], c["server_exit_status"]) for c in cells if c.get("server_exit_status"))))
+print()
+print("ringmaild: %d shard(s) on %d cores (RM_SHARDS; blast and the sink share the machine)" % (
+    int(os.environ["RM_SHARDS"]), os.cpu_count()))
 print()
 print("| conns | size | ringmail/Postfix | ringmail/ceiling | pool 100 / pool 50 |")
 print("|---:|---:|---:|---:|---:|")

@@ -101,7 +101,7 @@ jitter = 0.2
 
 [store]
 map_size = "64GiB"
-commit_window = "1ms"
+commit_window = "0ms"
 commit_max_batch = 1024
 
 [log]
@@ -818,7 +818,7 @@ void load_store(const loader& ld, const toml::table& root, config& c)
 {
     section s = open_section(ld, root, "store");
     c.store.map_size = s.size("map_size", 64ULL << 30, 1ULL << 20, 1ULL << 50);
-    c.store.commit_window = s.duration("commit_window", milliseconds(1), milliseconds(0), milliseconds(1000));
+    c.store.commit_window = s.duration("commit_window", milliseconds(0), milliseconds(0), milliseconds(1000));
     c.store.commit_max_batch = s.integer<unsigned>("commit_max_batch", 1024, 1, 1'000'000);
     s.reject_unknown();
 }

@@ -162,7 +162,7 @@ struct queue_config {
 
 struct store_config {
     uint64_t map_size = 64ULL << 30;             // bytes, per shard
-    std::chrono::milliseconds commit_window{1};
+    std::chrono::milliseconds commit_window{0};
     unsigned commit_max_batch = 1024;
     bool operator==(const store_config&) const = default;
 };

@@ -75,7 +75,7 @@ TEST(config, embedded_default_loads)
     EXPECT_EQ(c.queue.max_age, 120h);
     EXPECT_DOUBLE_EQ(c.queue.jitter, 0.2);
     EXPECT_EQ(c.store.map_size, 64ULL << 30);
-    EXPECT_EQ(c.store.commit_window, 1ms);
+    EXPECT_EQ(c.store.commit_window, 0ms);
     EXPECT_EQ(c.store.commit_max_batch, 1024u);
     EXPECT_EQ(c.log.level, log::level::info);
 }
