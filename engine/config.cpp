@@ -45,6 +45,7 @@ idle_timeout = "5s"
 tls = "opportunistic"          # outbound STARTTLS: "opportunistic", "required" or "none"
 tls_verify = false             # true = check the certificate chain and the server name
 tls_ca_file = ""               # PEM file of trusted CAs; empty = the system CA store
+postmaster = ""                # where RCPT TO:<Postmaster> goes; empty = postmaster@<server.hostname>
 
 [delivery]                     # MX delivery (relay.smarthost empty)
 smtp_port = 25                 # port of every MX host
@@ -572,6 +573,23 @@ void load_listeners(const loader& ld, const toml::table& root, config& c)
     }
 }
 
+// A mailbox simple enough to stand in an envelope as written: local@domain,
+// both non-empty, printable ASCII without spaces, quotes, brackets or a
+// second "@" (a quoted local part is not worth the risk in a config value).
+bool plain_mailbox(std::string_view a)
+{
+    if (a.size() > 254) return false;
+    size_t at = a.find('@');
+    if (at == std::string_view::npos || at == 0 || at + 1 == a.size()) return false;
+    if (a.find('@', at + 1) != std::string_view::npos) return false;
+    for (char ch : a) {
+        if (ch <= ' ' || ch >= 0x7f || ch == '"' || ch == '<' || ch == '>' || ch == '(' || ch == ')' ||
+            ch == ',' || ch == ';' || ch == ':' || ch == '\\' || ch == '[' || ch == ']')
+            return false;
+    }
+    return true;
+}
+
 void load_relay(const loader& ld, const toml::table& root, config& c)
 {
     section s = open_section(ld, root, "relay");
@@ -617,6 +635,15 @@ void load_relay(const loader& ld, const toml::table& root, config& c)
     if (!c.relay.tls_ca_file.empty() && ::access(c.relay.tls_ca_file.c_str(), R_OK) != 0)
         s.fail(*s.table()->get("tls_ca_file"), "tls_ca_file",
                fmt::format("\"{}\": {}", log::escaped(c.relay.tls_ca_file, 200), std::strerror(errno)));
+    c.relay.postmaster = s.string_or("postmaster", "");
+    if (c.relay.postmaster.empty()) {
+        c.relay.postmaster = "postmaster@" + c.server.hostname;
+    } else if (!plain_mailbox(c.relay.postmaster)) {
+        s.fail(*s.table()->get("postmaster"), "postmaster",
+               fmt::format("\"{}\": expected an address local@domain (printable ASCII, no spaces, quotes or "
+                           "angle brackets)",
+                           log::escaped(c.relay.postmaster, 200)));
+    }
     s.reject_unknown();
 }
 
@@ -917,6 +944,7 @@ namespace {
     X(false, "relay.tls", relay.tls) \
     X(false, "relay.tls_verify", relay.tls_verify) \
     X(false, "relay.tls_ca_file", relay.tls_ca_file) \
+    X(false, "relay.postmaster", relay.postmaster) \
     X(false, "smtp.max_command_bytes", smtp.max_command_bytes) \
     X(false, "smtp.max_line_bytes", smtp.max_line_bytes) \
     X(false, "smtp.message_size_limit", smtp.message_size_limit) \

@@ -74,6 +74,7 @@ struct relay_config {
     tls_policy tls = tls_policy::opportunistic;
     bool tls_verify = false;                     // check the chain and the server name
     std::string tls_ca_file;                     // PEM CAs; empty = the system CA store
+    std::string postmaster;                      // where "<Postmaster>" goes; default postmaster@hostname
     bool operator==(const relay_config&) const = default;
 };
 

@@ -563,10 +563,12 @@ server_session::action server_session::on_rcpt(std::string_view arg) {
     if (r->path.has_utf8 && !_smtputf8) return error("553 5.6.7 Error: non-ASCII recipient address needs SMTPUTF8");
     if (!_esmtp && (r->params.notify != 0 || !r->params.orcpt.empty()))
         return error("555 5.5.4 Error: parameters need EHLO");
-    // Postmaster without a domain (RFC 5321 §4.1.1.3) names our own postmaster;
-    // there are no local mailboxes yet, so it is relayed like any other name.
-    std::string_view mailbox = r->path.is_postmaster ? std::string_view("postmaster") : r->path.mailbox;
-    if (!_relay_allowed) {
+    // "<Postmaster>" without a domain (RFC 5321 §4.1.1.3) names this server's
+    // postmaster, whom every client may write to (§4.5.1), relay or not:
+    // with no local mailboxes yet it is relay.postmaster, relayed onwards.
+    const bool to_postmaster = r->path.is_postmaster;
+    std::string_view mailbox = to_postmaster ? std::string_view(_cfg->relay.postmaster) : r->path.mailbox;
+    if (!_relay_allowed && !to_postmaster) {
         log::info("reject: RCPT from {}: 554 5.7.1 <{}>: Relay access denied; from=<{}>", _peer_text,
                   log::escaped(mailbox, 100), log::escaped(_sender, 100));
         std::string line = fmt::format("554 5.7.1 <{}>: Relay access denied", log::escaped(mailbox, 256));

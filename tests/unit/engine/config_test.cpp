@@ -61,6 +61,7 @@ TEST(config, embedded_default_loads)
     EXPECT_EQ(c.relay.tls, tls_policy::opportunistic);
     EXPECT_FALSE(c.relay.tls_verify);
     EXPECT_EQ(c.relay.tls_ca_file, "");
+    EXPECT_EQ(c.relay.postmaster, "postmaster@" + c.server.hostname);
     EXPECT_EQ(c.smtp.max_command_bytes, 512u);
     EXPECT_EQ(c.smtp.max_line_bytes, 1000u);
     EXPECT_EQ(c.smtp.message_size_limit, 52428800u);
@@ -264,6 +265,15 @@ TEST(config, bad_values)
     EXPECT_CONFIG_ERROR(with_listener("[relay]\ntls_ca_file = \"/nonexistent/ca.pem\"\n"),
                         "test.toml:5:15: key 'relay.tls_ca_file': \"/nonexistent/ca.pem\": No such file or directory");
     EXPECT_CONFIG_ERROR(with_listener("[relay]\ntls_cafile = \"x\"\n"), "test.toml:5:1: key 'relay.tls_cafile': unknown key");
+    EXPECT_CONFIG_ERROR(with_listener("[relay]\npostmaster = \"root\"\n"),
+                        "test.toml:5:14: key 'relay.postmaster': \"root\": expected an address local@domain "
+                        "(printable ASCII, no spaces, quotes or angle brackets)");
+    EXPECT_CONFIG_ERROR(with_listener("[relay]\npostmaster = \"<a@b.test>\"\n"),
+                        "test.toml:5:14: key 'relay.postmaster': \"<a@b.test>\": expected an address local@domain "
+                        "(printable ASCII, no spaces, quotes or angle brackets)");
+    EXPECT_CONFIG_ERROR(with_listener("[relay]\npostmaster = \"a b@c.test\"\n"),
+                        "test.toml:5:14: key 'relay.postmaster': \"a b@c.test\": expected an address local@domain "
+                        "(printable ASCII, no spaces, quotes or angle brackets)");
     EXPECT_CONFIG_ERROR(with_listener("[queue]\njitter = 1.5\n"), "test.toml:5:10: key 'queue.jitter': must be between 0.0 and 1.0");
     EXPECT_CONFIG_ERROR(with_listener("[queue]\nmin_backoff = \"2h\"\nmax_backoff = \"1h\"\n"),
                         "test.toml:6:15: key 'queue.max_backoff': must not be less than queue.min_backoff (2h)");
