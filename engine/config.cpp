@@ -93,6 +93,7 @@ max_connections = 10000
 max_connections_per_ip = 100
 command_timeout = "300s"
 data_timeout = "600s"
+min_data_rate = 500            # bytes/s: slower message content is cut off after about data_timeout
 
 [queue]
 min_backoff = "300s"
@@ -820,6 +821,7 @@ void load_smtp(const loader& ld, const toml::table& root, config& c)
     constexpr milliseconds day{86'400'000};
     m.command_timeout = s.duration("command_timeout", milliseconds(300'000), milliseconds(1), day);
     m.data_timeout = s.duration("data_timeout", milliseconds(600'000), milliseconds(1), day);
+    m.min_data_rate = s.integer<uint64_t>("min_data_rate", 500, 0, 1'000'000'000);
     s.reject_unknown();
 }
 
@@ -957,6 +959,7 @@ namespace {
     X(false, "smtp.max_connections_per_ip", smtp.max_connections_per_ip) \
     X(false, "smtp.command_timeout", smtp.command_timeout) \
     X(false, "smtp.data_timeout", smtp.data_timeout) \
+    X(false, "smtp.min_data_rate", smtp.min_data_rate) \
     X(false, "queue.min_backoff", queue.min_backoff) \
     X(false, "queue.max_backoff", queue.max_backoff) \
     X(false, "queue.max_age", queue.max_age) \

@@ -150,6 +150,7 @@ struct smtp_config {
     unsigned max_connections_per_ip = 100;       // 0 = unlimited
     std::chrono::milliseconds command_timeout{300'000};
     std::chrono::milliseconds data_timeout{600'000};
+    uint64_t min_data_rate = 500;                // bytes/s a slow DATA/BDAT must keep up; 0 = no rule
     bool operator==(const smtp_config&) const = default;
 };
 

@@ -20,6 +20,7 @@
 #include "protocols/smtp/data_reader.h"
 #include "protocols/smtp/hop_count.h"
 #include "protocols/smtp/relay_scheduler.h"
+#include "protocols/smtp/request_deadline.h"
 #include "store/envelope.h"
 
 namespace ringmail::smtp {
@@ -218,6 +219,9 @@ private:
     bool _idle_wait = false;
 
     phase _phase = phase::command;
+    request_deadline _deadline;
+    uint64_t _lines_done = 0;     // command lines taken (each one is a new request)
+    uint64_t _lines_at_wait = 0;  // _lines_done at the last wait
     std::string _pending;  // unconsumed input (a partial line, pipelined commands)
     std::string _out;      // replies not sent yet
     unsigned _errors = 0;
@@ -317,8 +321,12 @@ engine::task<void> server_session::run() {
             co_await flush();
             break;
         }
-        auto timeout = _phase == phase::command || _phase == phase::skip_line ? _cfg->smtp.command_timeout
-                                                                               : _cfg->smtp.data_timeout;
+        const bool content = _phase == phase::data || _phase == phase::bdat;
+        const request_timing timing{_cfg->smtp.command_timeout, _cfg->smtp.data_timeout, _cfg->smtp.min_data_rate};
+        const bool new_request = (_phase == phase::command && _pending.empty()) || _lines_done != _lines_at_wait;
+        _lines_at_wait = _lines_done;
+        auto timeout = _deadline.before_read(content ? request_deadline::kind::content : request_deadline::kind::command,
+                                             new_request, engine::this_ring().now_ms(), timing);
         _idle_wait = !in_transaction() && _phase == phase::command && _pending.empty();
         engine::recv_buffered_op::result r{};
         if (!_out.empty()) {
@@ -351,6 +359,7 @@ engine::task<void> server_session::run() {
             if (r.buffer_id >= 0) buffers.recycle(r.buffer_id);
             break;
         }
+        if (content) _deadline.content_received(static_cast<uint64_t>(r.res), engine::this_ring().now_ms(), timing);
         std::string_view in = buffers.view(r.buffer_id, static_cast<size_t>(r.res));
         action a = action::need_more;
         if (_pending.empty()) {
@@ -383,6 +392,7 @@ server_session::action server_session::process(std::string_view in, size_t& cons
                 command_parse p = parse_command(rest, _cfg->smtp.max_command_bytes);
                 if (p.status == parse_status::need_more) return action::need_more;
                 consumed += p.consumed;
+                ++_lines_done;
                 if (p.status == parse_status::error) {
                     if (p.error == command_error::line_too_long && !p.line_ended) _phase = phase::skip_line;
                     std::string_view text = p.error == command_error::line_too_long
@@ -398,8 +408,9 @@ server_session::action server_session::process(std::string_view in, size_t& cons
             case phase::skip_line: {
                 skip_result s = skip_line(rest);
                 consumed += s.consumed;
-                if (s.found_crlf) _phase = phase::command;
-                else return action::need_more;
+                if (!s.found_crlf) return action::need_more;
+                _phase = phase::command;
+                ++_lines_done;
                 break;
             }
             case phase::data: {

@@ -8,7 +8,9 @@ import time
 
 import pytest
 
-from conftest import RawSMTP, make_message, queue_id_of, unique
+from typing import Optional
+
+from conftest import RawSMTP, SMTPReply, make_message, queue_id_of, unique
 
 
 def alive(d) -> None:
@@ -103,6 +105,81 @@ def test_idle_timeout_resets_on_activity(start_daemon, sink):
             assert c.cmd("NOOP").code == 250
             time.sleep(0.3)   # pacing the client, not synchronisation
         assert c.cmd("QUIT").code == 221
+
+
+def drip(c: RawSMTP, data: bytes, every: float, for_at_most: float) -> Optional[SMTPReply]:
+    """Sends data a byte at a time, `every` s apart, until the server answers
+    (returned) or for_at_most s have passed (None)."""
+    t0 = time.monotonic()
+    c.sock.settimeout(every)
+    for i in range(len(data)):
+        if time.monotonic() - t0 > for_at_most:
+            return None
+        try:
+            c.send(data[i:i + 1])
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        try:
+            chunk = c.sock.recv(4096)   # doubles as the pause between bytes
+        except socket.timeout:
+            continue
+        c.buf += chunk
+        break
+    c.sock.settimeout(10)
+    return c.reply()
+
+
+def test_command_line_sent_a_byte_at_a_time_times_out(start_daemon, sink):
+    """The command timeout is for the whole line, not per read: a client that
+    sends a byte every 0.5 s cannot hold the session past command_timeout."""
+    d = start_daemon(sink, config={"smtp": {"command_timeout": "2s"}})
+    with RawSMTP(d.host, d.port, timeout=15) as c:
+        c.ehlo()
+        t0 = time.monotonic()
+        r = drip(c, b"MAIL FROM:<slow-drip-sender-with-a-long-name@example.test>\r\n", 0.5, 12)
+        waited = time.monotonic() - t0
+        assert r is not None, "no reply in 12 s: the 2 s line deadline was extended by each byte"
+        assert r.code == 421 and "4.4.2" in r.text, r
+        assert 1.9 <= waited <= 6, f"421 after {waited:.2f}s, command_timeout is 2s"
+    alive(d)
+
+
+def test_content_slower_than_min_data_rate_times_out(start_daemon, sink):
+    d = start_daemon(sink, config={"smtp": {"data_timeout": "2s", "min_data_rate": 1000}})
+    with RawSMTP(d.host, d.port, timeout=15) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@example.test>").code == 250
+        assert c.cmd("RCPT TO:<b@example.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        t0 = time.monotonic()
+        r = drip(c, b"Subject: slow\r\n\r\n" + b"x" * 200 + b"\r\n.\r\n", 0.3, 12)
+        waited = time.monotonic() - t0
+        assert r is not None, "a 3 byte/s DATA was never cut off (min_data_rate 1000 B/s)"
+        assert r.code == 421 and "4.4.2" in r.text, r
+        assert 1.9 <= waited <= 6, f"421 after {waited:.2f}s, data_timeout is 2s"
+    assert d.queue_json()["count"] == 0
+    assert sink.snapshot_attempts() == []
+
+
+def test_content_at_the_rate_outlives_data_timeout(start_daemon, sink):
+    """A client that keeps up min_data_rate is never cut off, however long the
+    message takes."""
+    d = start_daemon(sink, config={"smtp": {"data_timeout": "1s", "min_data_rate": 100}})
+    with RawSMTP(d.host, d.port, timeout=15) as c:
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<a@example.test>").code == 250
+        assert c.cmd("RCPT TO:<b@example.test>").code == 250
+        assert c.cmd("DATA").code == 354
+        c.send(b"Subject: steady\r\n\r\n")
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 3.0:          # three data_timeouts
+            c.send(b"y" * 78 + b"\r\n")             # 80 bytes per 0.25 s = 320 B/s
+            time.sleep(0.25)                         # pacing the client
+        c.send(b".\r\n")
+        r = c.reply()
+        assert r.code == 250, r
+    [m] = sink.wait_count(1, timeout=20)
+    assert m.data.count(b"y" * 78) >= 10
 
 
 # The NOOP floods below test back-pressure, not the junk limit: lifted for them.
