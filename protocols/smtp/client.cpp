@@ -13,25 +13,44 @@
 #include "engine/log.h"
 #include "protocols/smtp/ascii.h"
 #include "protocols/smtp/dot_stuffing.h"
+#include "protocols/smtp/smtputf8.h"
 
 namespace ringmail::smtp {
 
 namespace {
 // Joins a multi-line reply into one line (for logs and DSNs).
+// What is kept of a reply's text (logs, the queue, DSNs): a next hop may
+// send kilobytes; Postfix truncates too.
+constexpr size_t max_reply_text = 2000;
+
 std::string one_line(std::string_view raw) {
     std::string s;
-    s.reserve(raw.size());
     std::string_view rest = raw;
     std::string_view text;
     bool first = true;
-    while (next_reply_line(rest, text)) {
+    while (next_reply_line(rest, text) && s.size() < max_reply_text) {
         if (!first) s.push_back(' ');
         first = false;
-        s.append(text);
+        s.append(text.substr(0, max_reply_text - std::min(s.size(), max_reply_text)));
     }
-    if (s.empty()) s.assign(raw);
+    if (s.empty()) s.assign(raw.substr(0, max_reply_text));
+    if (s.size() >= max_reply_text) {
+        s.resize(max_reply_text);
+        s.append("...");
+    }
     return s;
 }
+
+// Replies a client takes in (RFC 5321 §4.5.3.1: a client should not limit
+// reply lines; §4.2.1: replies may have many lines): far past the 512-octet
+// line, but bounded, so a next hop cannot make us buffer without end.
+constexpr size_t max_reply_line_bytes = 64 * 1024;
+constexpr size_t max_reply_lines = 100'000;
+constexpr size_t max_reply_bytes = 1024 * 1024;
+
+// The codes a transaction step may end with (RFC 5321 §4.3.2): MAIL, RCPT,
+// the end of data and BDAT get 2xx, 4xx or 5xx, never 3xx.
+bool final_code(int code) { return code / 100 == 2 || code / 100 == 4 || code / 100 == 5; }
 }  // namespace
 
 client_options client_options::from_config(const relay_config& relay, std::string tls_name) {
@@ -69,14 +88,27 @@ void client::abort() {
 }
 
 void client::set_error(std::string_view stage, const reply& r) {
-    if (r.code == 0) _last_error = fmt::format("lost connection with {} {}", _peer_name, stage);
-    else _last_error = fmt::format("{} said: {} (in reply to {})", _peer_name, r.text, stage);
+    // Postfix's wording: "lost connection with X while receiving the initial
+    // greeting", "conversation with X timed out ...", "... in reply to RCPT TO".
+    std::string when = stage == greeting_stage ? std::string("while receiving the initial greeting")
+                                               : fmt::format("in reply to {}", stage);
+    if (r.code != 0) _last_error = fmt::format("{} said: {} ({})", _peer_name, r.text, when);
+    else if (r.text == timed_out) _last_error = fmt::format("conversation with {} timed out {}", _peer_name, when);
+    else if (r.text == malformed) _last_error = fmt::format("protocol error: malformed reply from {} {}", _peer_name, when);
+    else _last_error = fmt::format("lost connection with {} {}", _peer_name, when);
+}
+
+void client::set_protocol_error(std::string_view stage, const reply& r) {
+    _last_error = fmt::format("protocol error: {} said: {} (in reply to {})", _peer_name, r.text, stage);
 }
 
 engine::task<client::reply> client::read_reply(bool keep_raw) {
     for (;;) {
-        auto p = parse_reply(_in);
+        auto p = parse_reply(_in, max_reply_line_bytes, max_reply_lines);
+        if (p.status == parse_status::need_more && _in.size() > max_reply_bytes) p.status = parse_status::error;
         if (p.status == parse_status::complete) {
+            // 421: the server is closing the connection (RFC 5321 §3.8).
+            if (p.code == 421) _closing = true;
             reply r{p.code, one_line(p.raw), {}};
             if (keep_raw) r.raw.assign(p.raw);
             // Keep the code visible in the text, as Postfix logs it.
@@ -87,17 +119,24 @@ engine::task<client::reply> client::read_reply(bool keep_raw) {
         }
         if (p.status == parse_status::error) {
             _in.clear();
-            co_return reply{0, "malformed reply", {}};
+            _closing = true;
+            co_return reply{0, std::string(malformed), {}};
         }
         int n = 0;
         if (_tls) {
             engine::tls::tls_result<size_t> got = co_await _tls->read(_buf, sizeof _buf, _cfg.relay.command_timeout);
-            if (!got) co_return reply{0, got.error().message, {}};
+            if (!got) {
+                _closing = true;
+                co_return reply{0, got.error().message, {}};
+            }
             n = static_cast<int>(*got);
         } else {
             n = co_await engine::async_recv(_fd, _buf, sizeof _buf, _cfg.relay.command_timeout);
         }
-        if (n <= 0) co_return reply{0, n == 0 ? "connection closed" : "timeout or error", {}};
+        if (n <= 0) {
+            _closing = true;
+            co_return reply{0, std::string(n == -ETIMEDOUT ? timed_out : lost), {}};
+        }
         _in.append(_buf, static_cast<size_t>(n));
     }
 }
@@ -178,7 +217,7 @@ engine::task<bool> client::open() {
     }
     reply greeting = co_await read_reply();
     if (greeting.code / 100 != 2) {
-        set_error("the initial greeting", greeting);
+        set_error(greeting_stage, greeting);
         co_return false;
     }
     bool greeted = co_await ehlo();
@@ -206,6 +245,10 @@ engine::task<bool> client::ehlo() {
     (void)sent;  // a failed send shows as a missing reply
     reply ehlo = co_await read_reply(true);
     if (ehlo.code == 0) {
+        set_error("EHLO", ehlo);
+        co_return false;
+    }
+    if (ehlo.code == 421) {
         set_error("EHLO", ehlo);
         co_return false;
     }
@@ -296,8 +339,25 @@ engine::task<bool> client::starttls() {
 }
 
 engine::task<bool> client::deliver(const outbound_message& m, std::vector<delivery_outcome>& outcomes) {
+    bool in_step = co_await transaction(m, outcomes);
+    // After a 421, a lost connection or a reply out of step, the next
+    // message gets a new connection.
+    co_return in_step && !_closing;
+}
+
+engine::task<bool> client::transaction(const outbound_message& m, std::vector<delivery_outcome>& outcomes) {
     const store::envelope& env = *m.envelope;
     outcomes.assign(m.recipients.size(), delivery_outcome{});
+    // A reply no step of the transaction can have (e.g. 250 to DATA, RFC
+    // 5321 §4.3.2): the conversation is out of step (an extra or a missing
+    // reply), so nothing said in it counts: every recipient is deferred
+    // (Postfix: "protocol error") and the connection closed. Never taken as
+    // delivered: the body may not have been sent at all.
+    auto out_of_step = [&](std::string_view stage, const reply& r) {
+        set_protocol_error(stage, r);
+        _closing = true;
+        for (auto& o : outcomes) o = delivery_outcome{};
+    };
 
     _out.clear();
     fmt::format_to(std::back_inserter(_out), "MAIL FROM:<{}>", env.sender);
@@ -317,8 +377,9 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
         for (auto& o : outcomes) o = {552, why, {}};
         co_return true;
     }
-    if (env.smtputf8 && !_caps.smtputf8) {
+    if (env.smtputf8 && !_caps.smtputf8 && needs_smtputf8(env, m.recipients, m.body)) {
         // RFC 6531 §3.5: cannot downgrade; a permanent failure for all.
+        // (Flagged but plain ASCII where it matters: sent without the flag.)
         for (auto& o : outcomes) o = {550, "550 5.6.7 next hop does not support SMTPUTF8", {}};
         co_return true;
     }
@@ -329,12 +390,14 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
         if (!co_await send_all(_out)) co_return false;
         reply r = co_await read_reply();
         if (r.code == 0) co_return false;
+        if (!final_code(r.code)) {
+            out_of_step("MAIL FROM", r);
+            co_return false;
+        }
         if (r.code / 100 != 2) {
             set_error("MAIL FROM", r);
             for (auto& o : outcomes) o = {r.code, _last_error, r.text};
-            co_await send_all("RSET\r\n");
-            reply rr = co_await read_reply();
-            co_return rr.code / 100 == 2;
+            co_return co_await reset();
         }
         _out.clear();
     }
@@ -367,6 +430,10 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
             _out.clear();
             reply r = co_await read_reply();
             if (r.code == 0) co_return false;
+            if (!final_code(r.code)) {
+                out_of_step("RCPT TO", r);
+                co_return false;
+            }
             if (r.code / 100 != 2) {
                 set_error("RCPT TO", r);
                 outcomes[i] = {r.code, _last_error, r.text};
@@ -395,6 +462,10 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
     if (pipelining) {
         reply r = co_await read_reply();
         if (r.code == 0) co_return false;
+        if (!final_code(r.code)) {
+            out_of_step("MAIL FROM", r);
+            co_return false;
+        }
         if (r.code / 100 != 2) {
             mail_ok = false;
             set_error("MAIL FROM", r);
@@ -403,6 +474,10 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
         for (size_t i = 0; i < m.recipients.size(); ++i) {
             reply rr = co_await read_reply();
             if (rr.code == 0) co_return false;
+            if (!final_code(rr.code)) {
+                out_of_step("RCPT TO", rr);
+                co_return false;
+            }
             if (mail_ok && rr.code / 100 != 2) {
                 set_error("RCPT TO", rr);
                 outcomes[i] = {rr.code, _last_error, rr.text};
@@ -416,6 +491,10 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
         // when it refuses it (RFC 3030 §2), so the connection stays in step.
         reply fin = co_await read_reply();
         if (fin.code == 0) co_return false;
+        if (!final_code(fin.code)) {
+            out_of_step("BDAT command", fin);
+            co_return false;
+        }
         if (accepted > 0) {
             std::string text = fin.code / 100 == 2 ? fmt::format("{} ({})", _peer_name, fin.text)
                                                     : fmt::format("{} said: {} (in reply to BDAT command)",
@@ -424,21 +503,21 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
                 if (o.code == 0) o = {fin.code, text, fin.text};
         }
         if (accepted > 0 && fin.code / 100 == 2) co_return true;
-        co_await send_all("RSET\r\n");
-        reply rr = co_await read_reply();
-        co_return rr.code / 100 == 2;
+        co_return co_await reset();
     }
     reply data = co_await read_reply();
     if (data.code == 0) co_return false;
     if (data.code != 354) {
+        if (data.code / 100 != 4 && data.code / 100 != 5) {
+            out_of_step("DATA", data);
+            co_return false;
+        }
         if (accepted > 0) {
             set_error("DATA", data);
             for (auto& o : outcomes)
                 if (o.code == 0) o = {data.code, _last_error, data.text};
         }
-        co_await send_all("RSET\r\n");
-        reply rr = co_await read_reply();
-        co_return rr.code / 100 == 2;
+        co_return co_await reset();
     }
     if (accepted == 0) {
         // The server took DATA although no recipient was accepted: end it empty.
@@ -454,12 +533,26 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
         // later (a duplicate is allowed, a loss is not: RFC 5321 §6.1).
         co_return false;
     }
+    if (!final_code(fin.code)) {
+        out_of_step("end of DATA command", fin);
+        co_return false;
+    }
     std::string text = fin.code / 100 == 2 ? fmt::format("{} ({})", _peer_name, fin.text)
                                             : fmt::format("{} said: {} (in reply to end of DATA command)",
                                                           _peer_name, fin.text);
     for (auto& o : outcomes)
         if (o.code == 0) o = {fin.code, text, fin.text};
     co_return true;
+}
+
+// RSET after a refused transaction; the connection is reusable when it is
+// accepted (not after a 421: the server is going away).
+engine::task<bool> client::reset() {
+    if (_closing) co_return false;
+    bool sent = co_await send_all("RSET\r\n");
+    if (!sent) co_return false;
+    reply rr = co_await read_reply();
+    co_return rr.code / 100 == 2;
 }
 
 engine::task<void> client::quit() {

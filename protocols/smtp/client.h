@@ -25,7 +25,14 @@
 //                     failed: open() fails (tls_failed() is set too); the
 //                     caller defers and never falls back.
 // - deliver() reports one outcome per recipient (the reply that decided it)
-//   and whether the connection can carry another message.
+//   and whether the connection can carry another message: not after a 421
+//   (RFC 5321 §3.8), a lost connection, or a reply that no step of the
+//   transaction can have (250 to DATA, 354 to MAIL, ...: the conversation is
+//   out of step), which defers every recipient (outcome code 0, the reason
+//   in last_error()) and is never taken as delivered.
+// - Replies may have long lines and many of them (RFC 5321 §4.5.3.1 asks
+//   clients not to limit them): up to 64 KiB a line and 1 MiB a reply; the
+//   text kept for logs and DSNs is cut at 2000 bytes.
 #pragma once
 
 #include <cstdint>
@@ -121,7 +128,15 @@ private:
         std::string text;
         std::string raw;  // the reply as received, only when asked for (EHLO)
     };
+    // Texts of a reply{0, ...} (no reply): see set_error().
+    static constexpr std::string_view timed_out = "timed out";
+    static constexpr std::string_view malformed = "malformed reply";
+    static constexpr std::string_view lost = "connection closed";
+    static constexpr std::string_view greeting_stage = "the initial greeting";
+
     engine::task<reply> read_reply(bool keep_raw = false);
+    engine::task<bool> transaction(const outbound_message& message, std::vector<delivery_outcome>& outcomes);
+    engine::task<bool> reset();       // RSET; true when the connection can go on
     engine::task<bool> ehlo();        // EHLO (HELO fallback); sets _caps
     engine::task<bool> starttls();    // STARTTLS, 220, handshake, EHLO again
     void check_loop(std::string_view reply_text);  // sets _loops_back
@@ -130,6 +145,7 @@ private:
     engine::task<bool> send_body(store::body_view body);  // dot-stuffed, from the map
     engine::task<bool> send_iovecs();                     // all of _iov, short writes resumed
     void set_error(std::string_view stage, const reply& r);
+    void set_protocol_error(std::string_view stage, const reply& r);
 
     const config& _cfg;
     net::socket_address _dest;
@@ -137,6 +153,7 @@ private:
     std::unique_ptr<engine::tls::session> _tls;  // set once the handshake succeeded
     bool _tls_failed = false;
     bool _loops_back = false;
+    bool _closing = false;  // a 421, a lost connection or a reply out of step: not reusable
     std::string _peer_name;
     int _fd = -1;
     ehlo_capabilities _caps{};

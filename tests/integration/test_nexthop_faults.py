@@ -1,0 +1,138 @@
+"""ringmaild's outbound client against next hops that misbehave (scripted_host.py):
+a reply out of step is never taken as a delivery, a 421 ends the connection,
+long replies are read, and mail flagged SMTPUTF8 that is plain ASCII still goes
+to a next hop without the extension."""
+from __future__ import annotations
+
+import smtplib
+import time
+
+import pytest
+
+from conftest import make_message, unique
+from scripted_host import CLOSE, ScriptedHost
+
+# a short retry, and a long one to tell "sent at once" from "deferred"
+QUICK_RETRY = {"queue": {"min_backoff": "1s", "max_backoff": "1s", "jitter": 0.0}}
+SLOW_RETRY = {"queue": {"min_backoff": "60s", "max_backoff": "60s", "jitter": 0.0},
+              "delivery": {"backoff_min": "60s", "backoff_max": "60s"}}
+
+
+@pytest.fixture
+def host():
+    h = ScriptedHost()
+    yield h
+    h.close()
+
+
+def submit(d, msgid: str, rcpts=("bob@example.test",), sender="alice@example.test", **kw) -> None:
+    with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+        s.sendmail(sender, list(rcpts), make_message(msgid, body=b"the body " + msgid.encode() + b"\r\n"), **kw)
+
+
+def wait_log(d, needle: str, timeout: float = 20.0) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = d.log()
+        if needle in text:
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"{needle!r} not logged in {timeout}s:\n{d.stderr_tail(40)}")
+
+
+def test_250_to_data_is_a_protocol_error_not_a_delivery(start_daemon, host):
+    """RFC 5321 4.3.2: DATA gets 354 or an error. A next hop (or a desynchronised
+    connection) answering 250 has not received the body: the message stays
+    queued and is delivered, whole, on a later connection."""
+    host.answer = lambda stage, conn, st: "250 2.0.0 ok fine" if stage == "data" and conn == 0 else None
+    d = start_daemon(host.address, config=QUICK_RETRY)
+    msgid = unique("data250")
+    submit(d, msgid)
+    log = wait_log(d, "protocol error")
+    assert "in reply to DATA" in log
+    [(_, _, data)] = host.wait_messages(1, timeout=30)
+    assert msgid.encode() in data and b"the body" in data
+    assert "status=sent (127.0.0.1" in d.log()
+    first = [c for n, c in host.commands if n == 0]
+    assert "DATA" in first and "RSET" not in first, f"the out-of-step connection must be closed: {first}"
+
+
+def test_extra_reply_desynchronises_no_delivery(start_daemon, host):
+    """A next hop that sends one reply too many after the end of data: on the
+    reused connection every reply is one behind, so the next message's DATA reads
+    a stale 250. It must be deferred and retried, not logged as sent unsent."""
+    host.answer = (lambda stage, conn, st:
+                   "250 2.0.0 queued\r\n250 2.0.0 and again" if stage == "end" and conn == 0 else None)
+    d = start_daemon(host.address, config={**QUICK_RETRY, "relay": {"pool_size": 1, "idle_timeout": "10s"}})
+    ids = [unique("desync") for _ in range(3)]
+    for msgid in ids:
+        submit(d, msgid)
+    got = host.wait_messages(3, timeout=40)
+    bodies = b"".join(m[2] for m in got)
+    for msgid in ids:
+        assert msgid.encode() in bodies, f"{msgid} lost"
+    deadline = time.monotonic() + 20
+    while d.queue_json()["count"] != 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert d.queue_json()["count"] == 0
+
+
+def test_421_at_end_of_data_closes_and_the_next_message_goes_at_once(start_daemon, host):
+    """421 means the server is closing (RFC 5321 3.8): the next message must not
+    be written into that connection (and deferred as "lost connection") but go
+    on a new one."""
+    host.answer = lambda stage, conn, st: ("421 4.4.2 closing", CLOSE) if stage == "end" and conn == 0 else None
+    d = start_daemon(host.address, config={**SLOW_RETRY, "relay": {"pool_size": 1, "idle_timeout": "10s"}})
+    first, second = unique("m421a"), unique("m421b")
+    with smtplib.SMTP(d.host, d.port, timeout=30) as s:   # both queued together
+        for msgid in (first, second):
+            s.sendmail("alice@example.test", ["bob@example.test"], make_message(msgid))
+    [(_, _, data)] = host.wait_messages(1, timeout=15)
+    assert second.encode() in data or first.encode() in data
+    time.sleep(0.5)
+    log = d.log()
+    assert "421 4.4.2 closing" in log
+    assert "lost connection" not in log, d.stderr_tail(20)
+    assert log.count("status=deferred") == 1, d.stderr_tail(20)
+    assert d.queue_json()["count"] == 1   # the one that got the 421 waits for its retry
+
+
+def test_long_and_many_reply_lines(start_daemon, host):
+    """RFC 5321 4.5.3.1: a client should take reply lines longer than 512 octets,
+    and replies of many lines: a 550 with a 1000-byte first line bounces with its
+    text (not a 'lost connection' deferral), an EHLO of 300 lines works."""
+    host.capabilities = tuple(f"X-FILLER-{i} " + "y" * 20 for i in range(300)) + (
+        "PIPELINING", "8BITMIME", "SIZE 100000000", "Z" * 1000)
+    long_reject = "550-5.7.1 " + "x" * 1000 + "\r\n550 5.7.1 policy says no"
+    host.answer = lambda stage, conn, st: long_reject if stage == "rcpt" and "refuse@" in st["line"] else None
+    d = start_daemon(host.address, config=QUICK_RETRY)
+    submit(d, unique("long"), rcpts=("refuse@example.test", "ok@example.test"))
+    log = wait_log(d, "status=bounced")
+    assert "xxxxxxxxxx" in log
+    assert "lost connection" not in log
+    msgs = host.wait_messages(2, timeout=30)   # the message to ok@, then the DSN to alice@
+    assert any("ok@example.test" in " ".join(r) for _, r, _ in msgs)
+    assert any(b"multipart/report" in data for _, _, data in msgs)
+
+
+def test_smtputf8_flag_without_utf8_goes_to_a_hop_without_smtputf8(start_daemon, host):
+    """Mail sent with SMTPUTF8 whose envelope and headers are ASCII needs no
+    downgrade (RFC 6531 3.5 is about UTF-8 that cannot be sent): it is relayed
+    without the flag. A UTF-8 recipient to such a hop bounces (5.6.7)."""
+    d = start_daemon(host.address, config=QUICK_RETRY)
+    msgid = unique("ascii8")
+    with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+        s.ehlo()
+        s.sendmail("alice@example.test", ["bob@example.test"], make_message(msgid),
+                   mail_options=["SMTPUTF8"])
+    [(mail, rcpts, data)] = host.wait_messages(1, timeout=20)
+    assert mail.upper().startswith("MAIL FROM:<ALICE@EXAMPLE.TEST>"), mail   # the message, not a DSN
+    assert "SMTPUTF8" not in mail.upper()
+    assert rcpts == ["RCPT TO:<bob@example.test>"]
+    assert msgid.encode() in data and b"multipart/report" not in data
+    with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+        s.ehlo()
+        s.sendmail("alice@example.test", ["b\u00f6b@example.test"], make_message(unique("utf8")),
+                   mail_options=["SMTPUTF8"])
+    log = wait_log(d, "does not support SMTPUTF8")
+    assert "status=bounced" in log
