@@ -52,6 +52,12 @@ struct destination {
     // until then one connection probes it, so a dead host gets one attempt,
     // not one per message that arrived meanwhile.
     bool proven = false;
+    // Concurrency learned from refused extra connections (0 = no limit but
+    // limits.max_connections): a connection that fails while others to the
+    // destination deliver lowers it to those; every `window` deliveries
+    // raise it by one (Postfix's concurrency feedback), so it probes upwards.
+    unsigned window = 0;
+    unsigned window_credit = 0;
     std::string pause_reason;
     // Set by the last connect() when a most-preferred host greeted with our
     // own name: the jobs bounce (5.4.6) instead of waiting, as in Postfix.

@@ -346,16 +346,17 @@ void relay_scheduler::push_job(destination& d, delivery_job job) {
     kick(d);
 }
 
-void relay_scheduler::kick(destination& d) {
-    if (_stopping || d.ready.empty()) return;
+void relay_scheduler::kick(destination& d, size_t taken_by_caller) {
+    if (_stopping || d.ready.size() <= taken_by_caller) return;
     // Wake idle connections first, then open new ones up to the cap.
-    size_t want = d.ready.size();
+    size_t want = d.ready.size() - taken_by_caller;
     while (want > 0 && !d.idle.empty()) {
         d.idle.back()->wake();
         d.idle.pop_back();
         --want;
     }
     unsigned cap = d.proven ? d.limits.max_connections : 1;
+    if (d.window != 0) cap = std::min(cap, d.window);
     while (want > 0 && d.connections < cap) {
         ++d.connections;
         _shard.hold();
@@ -502,8 +503,17 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
         jobs.swap(d.ready);
         std::string why = fmt::format("554 5.4.6 {}", d.loop_reason);
         for (auto& job : jobs) co_await fail_job(std::move(job), 554, why);
+    } else if (!c && !_stopping && d.proven && d.connections > 1) {
+        // Other connections to this destination deliver: it is not down, it
+        // takes fewer connections (e.g. "421 too many connections"). As in
+        // Postfix, lower the concurrency instead of pausing the destination;
+        // the jobs stay for the working connections.
+        d.window = d.connections - 1;
+        d.window_credit = 0;
+        log::info("delivery to {}: at most {} connection(s) for now: {}", d.key, d.window, d.pause_reason);
     } else if (!c) {
         if (!_stopping) {
+            d.window = 0;
             // Every host failed: pause the destination (growing intervals) and
             // defer what waits for it, rather than each job trying on its own.
             // Connections failing together are one failed round: only the
@@ -528,7 +538,7 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
         d.failures = 0;
         if (!d.proven) {
             d.proven = true;
-            kick(d);  // the probe got through: open the rest
+            kick(d, 1);  // the probe got through: open the rest (it takes one job itself)
         }
         _clients.push_back(c.get());
         // Idle time is counted from the last message: being woken for work
@@ -557,6 +567,11 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
             ++sent;
             bool reusable = co_await deliver(*c, d, std::move(job));
             if (!reusable) break;
+            if (d.window != 0 && ++d.window_credit >= d.window) {
+                d.window_credit = 0;
+                d.window = d.window + 1 >= d.limits.max_connections ? 0 : d.window + 1;
+                if (!d.ready.empty()) kick(d);
+            }
             idle_since = std::chrono::steady_clock::now();
         }
         co_await c->quit();
@@ -704,7 +719,8 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
             rc.state = store::rcpt_state::failed;
             bool permanent = r.code / 100 == 5;
             log::info("{}: to=<{}> relay={} delay={} status={} ({})", qid.view(), to, relay, delay,
-                      permanent ? "bounced" : "expired, returned to sender", said);
+                      permanent ? "bounced" : env.sender.empty() ? "expired" : "expired, returned to sender",
+                      said);
             st.to_report.push_back(unreported_failure{r.index, std::string(remote_mta),
                                                       r.remote.empty() ? rc.last_reply : r.remote,
                                                       permanent ? dsn_failure::permanent : dsn_failure::expired});

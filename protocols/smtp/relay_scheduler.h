@@ -119,7 +119,9 @@ private:
     int egress_for(const store::envelope& env) const;
     client_options options_for(const destination& d, const destination_host& h) const;
     void push_job(destination& d, delivery_job job);
-    void kick(destination& d);
+    // Wakes idle connections and opens new ones for d's ready jobs, leaving
+    // out `taken_by_caller` jobs a running connection is about to take.
+    void kick(destination& d, size_t taken_by_caller = 0);
     engine::task<void> timer_loop();
     engine::task<void> connection_loop(destination& d);
     engine::task<std::unique_ptr<client>> connect(destination& d, std::shared_ptr<const config> cfg);

@@ -7,7 +7,8 @@ connection in a thread. ``answer(stage, conn, state)`` is asked before every
 reply: stage is "greeting", "ehlo", "helo", "mail", "rcpt", "data" (the reply to
 the DATA command), "end" (after the final dot) or "rset"/"quit"/"other";
 ``conn`` counts connections from 0; ``state["line"]`` is the command being
-answered and ``state["messages"]`` the messages taken on this connection. It returns None for the normal reply, a
+answered, ``state["messages"]`` the messages taken on this connection and
+``state["active"]`` the connections open when this one came (itself included). It returns None for the normal reply, a
 string (one reply, CRLF added; may hold several lines separated by CRLF),
 CLOSE to close the connection without a reply, or (reply, CLOSE) to close it
 right after the reply. EHLO's normal reply offers
@@ -37,6 +38,7 @@ class ScriptedHost:
         self.messages: list[tuple[str, list[str], bytes]] = []
         self.commands: list[tuple[int, str]] = []   # (connection, command line)
         self.connections = 0
+        self.active = 0            # connections open now
         self._lock = threading.Lock()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -83,7 +85,9 @@ class ScriptedHost:
     def _serve(self, conn: socket.socket, index: int) -> None:
         conn.settimeout(30)
         f = conn.makefile("rb")
-        state: dict = {"messages": 0}
+        with self._lock:
+            self.active += 1
+            state: dict = {"messages": 0, "active": self.active}
 
         def reply(stage: str, normal: str) -> bool:
             """Sends the scripted or the normal reply; False when the script closed."""
@@ -158,6 +162,8 @@ class ScriptedHost:
         except OSError:
             return
         finally:
+            with self._lock:
+                self.active -= 1
             try:
                 conn.close()
             except OSError:

@@ -136,3 +136,23 @@ def test_smtputf8_flag_without_utf8_goes_to_a_hop_without_smtputf8(start_daemon,
                    mail_options=["SMTPUTF8"])
     log = wait_log(d, "does not support SMTPUTF8")
     assert "status=bounced" in log
+
+
+def test_refused_extra_connection_lowers_concurrency_not_a_pause(start_daemon, host):
+    """A next hop that takes one connection at a time and greets a second one with
+    421: the destination is not down (one connection delivers), so ringmaild uses
+    fewer connections instead of pausing it and deferring everything for minutes
+    (Postfix's concurrency feedback)."""
+    host.answer = (lambda stage, conn, st:
+                   ("421 4.7.0 too many connections", CLOSE) if stage == "greeting" and st["active"] > 1 else None)
+    d = start_daemon(host.address, config={**SLOW_RETRY, "relay": {"pool_size": 8, "idle_timeout": "2s"}})
+    ids = [unique("conc") for _ in range(30)]
+    with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+        for msgid in ids:
+            s.sendmail("alice@example.test", ["bob@example.test"], make_message(msgid))
+    got = host.wait_messages(30, timeout=30)   # a 60 s pause would not make it
+    assert {m for m in ids if any(m.encode() in data for _, _, data in got)} == set(ids)
+    log = d.log()
+    assert "paused" not in log, d.stderr_tail(30)
+    assert "status=deferred" not in log, d.stderr_tail(30)
+    assert "at most 1 connection(s) for now" in log
