@@ -434,3 +434,79 @@ def test_relay_over_bdat_per_recipient_outcomes(start_daemon, blast_sink):
     assert re.search(r"to=<bob@d1\.example\.test> .*status=sent", log), log
     assert re.search(r"to=<permfail@d2\.example\.test> .*status=bounced .*550.*RCPT TO", log), log
     assert "sender non-delivery notification" in log, log
+
+
+# --------------------------------------------------------------------------- bad input, stops
+@pytest.mark.parametrize("args,needle", [
+    (["send", "--to", "127.0.0.1:1", "--messages", "-5"], "must not be negative"),
+    (["send", "--to", "127.0.0.1:1", "--messages", "1", "--seed", "-1"], "must not be negative"),
+    (["sink", "--listen", "127.0.0.1:1", "--expect", "-1"], "must not be negative"),
+    (["send", "--to", "127.0.0.1:1", "--messages", "1", "--size", "1k:70,16k"], "give every size"),
+    (["send", "--to", "127.0.0.1:1", "--messages", "1", "--size", "1k:70:5"], "bad weight"),
+    (["send", "--to", "127.0.0.1:1", "--messages", "1", "--size", "1k:inf,2k:1"], "at most 1e9"),
+    (["send", "--to", "127.0.0.1:1", "--duration", "nan"], "--duration"),
+    (["send", "--to", "127.0.0.1:1", "--messages", "1", "--rate", "-5"], "--rate"),
+    (["send", "--to", "127.0.0.1:1", "--messages", "1", "--timeout", "0"], "--timeout"),
+    (["send", "--to", "127.0.0.1:0", "--messages", "1"], "port 0"),
+    (["send", "--to", "127.0.0.1:1", "--messages", "1", "--from", "bad sender"], "--from"),
+    (["send", "--to", "127.0.0.1:1", "--messages", "1", "--connections", "100000000"], "ulimit -n"),
+    (["sink", "--listen", "127.0.0.1:1", "--tempfail-percent", "60", "--permfail-percent", "60"], "more than 100"),
+    (["sink", "--listen", "127.0.0.1:1", "--duration", "-1"], "--duration"),
+], ids=lambda v: v if isinstance(v, str) else "-".join(v[:1] + v[-2:]))
+def test_bad_values_are_usage_errors(args, needle):
+    r = subprocess.run([str(BLAST), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert needle in r.stderr, r.stderr
+
+
+def test_send_offers_size_only_when_the_server_does(tmp_path):
+    """RFC 1870: SIZE= goes only to a server that announced SIZE."""
+    from scripted_host import ScriptedHost
+    host = ScriptedHost(capabilities=("PIPELINING",))
+    try:
+        rc, doc, err = blast_send(host.address, "--messages", "3", "--connections", "1")
+        assert rc == 0 and doc["messages"] == 3, (doc, err)
+        mails = [c for _, c in host.commands if c.upper().startswith("MAIL")]
+        assert len(mails) == 3 and all("SIZE=" not in m.upper() for m in mails), mails
+    finally:
+        host.close()
+
+
+def test_sigterm_during_a_paced_run_stops_at_once(blast_sink):
+    sink = blast_sink()
+    t0 = time.monotonic()
+    p = subprocess.Popen([str(BLAST), "send", "--to", sink.address, "--json", "--quiet", "--messages", "10",
+                          "--rate", "0.5", "--connections", "10"],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.5)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=15)
+    took = time.monotonic() - t0
+    assert took < 6, f"{took:.1f} s: messages paced for later held up the stop"
+    doc = json.loads(out)
+    assert doc["interrupted"] is True and doc["requested"] == 10, doc
+    assert doc["messages"] <= 3, f"paced messages went out early after SIGTERM: {doc}"
+    assert doc["unsent"] == 10 - doc["attempted"] and doc["lost"] == 0, doc
+    assert p.returncode == 0, err
+    assert sink.stop()["messages"] == doc["messages"]
+
+
+def test_sink_refuses_a_message_over_its_size_limit(blast_sink):
+    import socket as _socket
+    sink = blast_sink("--size-limit", "1000")
+    with _socket.create_connection(("127.0.0.1", sink.port), timeout=10) as s:
+        f = s.makefile("rb")
+        def reply() -> bytes:
+            while True:
+                line = f.readline()
+                if line[3:4] != b"-":
+                    return line
+        reply()
+        s.sendall(b"EHLO c.test\r\n")
+        assert b"250" in reply()
+        s.sendall(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
+        assert reply().startswith(b"250") and reply().startswith(b"250") and reply().startswith(b"354")
+        s.sendall(b"Subject: big\r\n\r\n" + b"x" * 78 + b"\r\n" * 1 + (b"y" * 78 + b"\r\n") * 20 + b".\r\n")
+        r = reply()
+        assert r.startswith(b"552"), r
+    assert sink.stop()["messages"] == 0

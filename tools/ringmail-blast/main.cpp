@@ -12,6 +12,15 @@
 
 using namespace ringmail::blast;
 
+namespace {
+// Unsigned options: CLI11 would read "-5" as 2^64 - 5 (an endless run).
+const CLI::Validator not_negative(
+    [](std::string& text) {
+        return !text.empty() && text[0] == '-' ? std::string("must not be negative") : std::string();
+    },
+    "");
+}  // namespace
+
 int main(int argc, char** argv) {
     CLI::App app{"ringmail-blast: SMTP load generator and sink (loopback only)"};
     app.set_version_flag("-V,--version", std::string("ringmail-blast ") + RINGMAIL_VERSION);
@@ -22,10 +31,14 @@ int main(int argc, char** argv) {
     send->add_option("--to", so.to, "destination host:port (repeatable or comma list; loopback only)")
         ->delimiter(',');
     send->add_option("--connections", so.connections, "concurrent connections")->capture_default_str();
-    auto* messages = send->add_option("--messages", so.messages, "messages to send in total");
+    auto* messages = send->add_option("--messages", so.messages, "messages to send in total")
+                         ->check(not_negative);
     auto* duration = send->add_option("--duration", so.duration_s, "send for this many seconds");
     messages->excludes(duration);
-    send->add_option("--size", so.size, "message size in bytes (4096, 4k, 1m) or a distribution 1k:70,16k:25,1m:5")
+    send->add_option("--size", so.size,
+                     "message size in bytes, headers included (4096, 4k, 1m; at most 64m; below ~300 a message is "
+                     "only its headers) or a distribution 1k:70,16k:25,1m:5 "
+                     "(every size with a weight)")
         ->capture_default_str();
     send->add_option("--rcpts", so.rcpts, "recipients per message")->capture_default_str();
     auto* domains = send->add_option("--domains", so.domains, "spread recipients over d1..dN.example.test")
@@ -44,7 +57,8 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1u, 1024u))
         ->capture_default_str();
     send->add_option("--rate", so.rate, "open loop: messages per second in total (default: closed loop)");
-    send->add_option("--seed", so.seed, "seed for Message-IDs and size picks (default: from the clock, printed at the end)");
+    send->add_option("--seed", so.seed, "seed for Message-IDs and size picks (default: from the clock, printed at the end)")
+        ->check(not_negative);
     send->add_option("--threads", so.threads, "engine shards (connections are split among them)")
         ->capture_default_str();
     send->add_option("--timeout", so.timeout_s, "seconds to wait for any reply or write")->capture_default_str();
@@ -64,8 +78,11 @@ int main(int argc, char** argv) {
     sink->add_option("--listen", ko.listen, "address(es) to listen on, comma list (loopback only)")
         ->capture_default_str();
     sink->add_option("--threads", ko.threads, "engine shards (SO_REUSEPORT)")->capture_default_str();
-    sink->add_option("--expect", ko.expect, "exit after this many messages were accepted (JSON: expect_reached_at, when)");
-    sink->add_option("--duration", ko.duration_s, "exit after this many seconds");
+    sink->add_option("--expect", ko.expect,
+                     "exit after this many messages were accepted (messages already in flight are still taken; "
+                     "JSON: expect_reached_at); 0 = no limit")
+        ->check(not_negative);
+    sink->add_option("--duration", ko.duration_s, "exit after this many seconds; 0 = no limit");
     sink->add_flag("--json", ko.json, "print one JSON object at the end");
     sink->add_flag("-q,--quiet", ko.quiet, "no progress lines");
     sink->add_option("--tempfail-percent", ko.tempfail_percent, "answer 451 4.7.1 to this share of recipients");
@@ -74,9 +91,15 @@ int main(int argc, char** argv) {
     sink->add_flag("--greylist", ko.greylist, "answer 451 to the first attempt of each Message-ID");
     sink->add_option("--delay-ms", ko.delay_ms, "delay every reply by this many milliseconds");
     sink->add_option("--max-connections", ko.max_connections, "answer 421 beyond this many connections");
-    sink->add_option("--seed", ko.seed, "seed for the failure decisions")->capture_default_str();
+    sink->add_option("--seed", ko.seed, "seed for the failure decisions")
+        ->check(not_negative)
+        ->capture_default_str();
     sink->add_option("--ids-file", ko.ids_file, "append each accepted Message-ID to this file");
     sink->add_option("--hostname", ko.hostname, "name in the greeting")->capture_default_str();
+    sink->add_option("--size-limit", ko.size_limit,
+                     "SIZE announced in EHLO; bigger messages get 552 (at MAIL with SIZE=, else at the end)")
+        ->check(not_negative)
+        ->capture_default_str();
 
     app.footer(
         "Checksum: X-Blast-Checksum is FNV-1a 64 (16 hex digits) of the unstuffed body after the first CRLFCRLF.\n"

@@ -12,6 +12,7 @@
 #include <charconv>
 #include <chrono>
 #include <cmath>
+#include <sys/resource.h>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -223,6 +224,7 @@ private:
     std::unique_ptr<engine::tls::session> _tls;  // after STARTTLS: every byte goes through it
     bool _pipelining = false;
     bool _bdat = false;
+    bool _size_offered = false;  // SIZE= only to a server that offers SIZE (RFC 1870)
     bool _starttls_offered = false;
     bool _auth_offered = false, _auth_plain = false, _auth_login = false;
     std::string _auth_mechanisms;
@@ -290,6 +292,7 @@ engine::task<int> connection::read_reply(bool keep_caps, std::string* text) {
                 auto caps = smtp::parse_ehlo_capabilities(p.raw);
                 _pipelining = caps.pipelining && _st.pipelining;
                 _bdat = caps.chunking && _opts.bdat;
+                _size_offered = caps.size;
                 _starttls_offered = caps.starttls;
                 _auth_offered = caps.auth;
                 _auth_mechanisms.assign(caps.auth_mechanisms);
@@ -372,7 +375,7 @@ engine::task<connection::open_result> connection::open() {
 }
 
 engine::task<bool> connection::ehlo() {
-    _pipelining = _bdat = _starttls_offered = false;
+    _pipelining = _bdat = _starttls_offered = _size_offered = false;
     _auth_offered = _auth_plain = _auth_login = false;
     std::string cmd = fmt::format("EHLO {}\r\n", _opts.helo);
     bool sent = co_await send_all(cmd);
@@ -592,7 +595,8 @@ void connection::build_message(uint64_t idx) {
 engine::task<connection::outcome> connection::transact(int& code) {
     auto& stats = _ctx.stats;
     _cmd.clear();
-    fmt::format_to(std::back_inserter(_cmd), "MAIL FROM:<{}> SIZE={}\r\n", _opts.from, _msg.size());
+    if (_size_offered) fmt::format_to(std::back_inserter(_cmd), "MAIL FROM:<{}> SIZE={}\r\n", _opts.from, _msg.size());
+    else fmt::format_to(std::back_inserter(_cmd), "MAIL FROM:<{}>\r\n", _opts.from);
     size_t mail_end = _cmd.size();
     for (auto r : _rcpt_list) fmt::format_to(std::back_inserter(_cmd), "RCPT TO:<{}>\r\n", r);
     size_t rcpts_end = _cmd.size();
@@ -716,7 +720,9 @@ void connection::append_commands(std::string& out, bool bdat) {
         auto r = std::to_chars(num, num + sizeof num, v);
         return std::string_view(num, size_t(r.ptr - num));
     };
-    out.append("MAIL FROM:<").append(_opts.from).append("> SIZE=").append(size_text(_msg.size())).append("\r\n");
+    out.append("MAIL FROM:<").append(_opts.from).append(">");
+    if (_size_offered) out.append(" SIZE=").append(size_text(_msg.size()));
+    out.append("\r\n");
     for (auto r : _rcpt_list) out.append("RCPT TO:<").append(r).append(">\r\n");
     if (bdat) out.append("BDAT ").append(size_text(_msg.size())).append(" LAST\r\n");
     else out.append("DATA\r\n");
@@ -911,12 +917,20 @@ engine::task<void> connection::run() {
                 break;
             }
             if (_opts.rate > 0) {
+                // Paced in slices of at most 100 ms, so that a stop (SIGTERM,
+                // --duration) is seen at once and nothing due later goes out early.
                 auto due = _st.start + std::chrono::duration_cast<clock_type::duration>(
                                            std::chrono::duration<double>(double(idx) / _opts.rate));
-                auto now = clock_type::now();
-                if (due > now) {
-                    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(due - now);
-                    if (ms.count() > 0) co_await engine::sleep_op(ms);
+                for (;;) {
+                    auto now = clock_type::now();
+                    if (due <= now || _st.stop.load(std::memory_order_relaxed)) break;
+                    auto ms = std::chrono::ceil<std::chrono::milliseconds>(due - now);
+                    co_await engine::sleep_op(std::min<std::chrono::milliseconds>(ms, 100ms));
+                }
+                if (_st.stop.load(std::memory_order_relaxed)) {  // never attempted: counted as unsent
+                    done = true;
+                    co_await quit();
+                    break;
                 }
             }
             build_message(idx);
@@ -1006,21 +1020,30 @@ std::string codes_text(const totals& t) {
 
 std::vector<size_class> parse_sizes(const std::string& text) {
     std::vector<size_class> out;
+    size_t weighted = 0;
     for (const auto& item : split_list(text)) {
         size_t colon = item.find(':');
         size_class c{parse_bytes(std::string_view(item).substr(0, colon)), 1.0};
         if (colon != std::string::npos) {
+            // The whole rest must be the number: "1k:70:5" or "1k:7x" are typos.
+            std::string w = item.substr(colon + 1);
+            size_t used = 0;
             try {
-                c.weight = std::stod(item.substr(colon + 1));
+                c.weight = std::stod(w, &used);
             } catch (const std::exception&) {
-                throw std::runtime_error("bad weight in '" + item + "'");
+                used = 0;
             }
-            if (!(c.weight > 0)) throw std::runtime_error("weight must be positive in '" + item + "'");
+            if (w.empty() || used != w.size()) throw std::runtime_error("--size: bad weight in '" + item + "'");
+            if (!(c.weight > 0 && c.weight <= 1e9))
+                throw std::runtime_error("--size: the weight in '" + item + "' must be above 0 and at most 1e9");
+            ++weighted;
         }
-        if (c.bytes > 64 * 1024 * 1024) throw std::runtime_error("size above 64m: '" + item + "'");
+        if (c.bytes > 64 * 1024 * 1024) throw std::runtime_error("--size: above 64m: '" + item + "'");
         out.push_back(c);
     }
     if (out.empty()) throw std::runtime_error("--size: nothing given");
+    if (out.size() > 1 && weighted != out.size())
+        throw std::runtime_error("--size: give every size of a distribution a weight (1k:70,16k:30), '" + text + "'");
     return out;
 }
 
@@ -1042,8 +1065,30 @@ int run_send(const send_options& given) {
         if (opts.auth.find_first_of(std::string_view("\0\r\n", 3)) != std::string::npos)
             return fail("--auth: no NUL, CR or LF in USER:PASSWORD");
     }
-    if (opts.messages == 0 && opts.duration_s <= 0) return fail("give --messages N or --duration S");
+    if (!(std::isfinite(opts.duration_s) && opts.duration_s >= 0))
+        return fail("--duration must be a number of seconds (above 0)");
+    if (opts.messages == 0 && opts.duration_s == 0) return fail("give --messages N (N > 0) or --duration S (S > 0)");
+    if (!(std::isfinite(opts.rate) && opts.rate >= 0))
+        return fail("--rate must be a number of messages per second (0 or none = closed loop)");
+    if (opts.timeout_s == 0) return fail("--timeout must be at least 1 second");
+    if (opts.threads == 0) return fail("--threads must be at least 1");
+    if (opts.domains == 0 && opts.domain_list.empty()) return fail("--domains must be at least 1");
+    if (opts.helo.empty() || opts.helo.find_first_of(" \t\r\n") != std::string::npos)
+        return fail("--helo: give a name without spaces");
+    if (opts.from.find_first_of(" \t\r\n<>") != std::string::npos)
+        return fail("--from: give an address without spaces or angle brackets (empty = the null sender <>)");
     if (opts.connections == 0) return fail("--connections must be at least 1");
+    {
+        // One descriptor per connection, and some for the rings and stdio.
+        rlimit lim{};
+        const rlim_t need = rlim_t(opts.connections) + 64;
+        if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur < need) {
+            lim.rlim_cur = std::min(need, lim.rlim_max);
+            if (::setrlimit(RLIMIT_NOFILE, &lim) != 0 || lim.rlim_cur < need)
+                return fail(fmt::format("--connections {} needs about {} open files; the limit is {} (ulimit -n)",
+                                        opts.connections, need, lim.rlim_max));
+        }
+    }
     if (opts.rcpts == 0 || opts.rcpts > 1000) return fail("--rcpts must be within 1..1000");
     if (opts.pipelining != "on" && opts.pipelining != "off") return fail("--pipelining must be on or off");
 
@@ -1063,7 +1108,10 @@ int run_send(const send_options& given) {
     }
     try {
         for (const auto& t : opts.to)
-            for (const auto& a : split_list(t)) st.to.push_back(require_loopback(a, "--to"));
+            for (const auto& a : split_list(t)) {
+                st.to.push_back(require_loopback(a, "--to"));
+                if (st.to.back().port() == 0) throw std::runtime_error("--to '" + a + "': port 0");
+            }
         if (st.to.empty()) throw std::runtime_error("--to: no address given");
         st.sizes = parse_sizes(opts.size);
     } catch (const std::exception& e) {
@@ -1147,11 +1195,13 @@ int run_send(const send_options& given) {
         if (!opts.quiet && now >= next_progress) {
             next_progress += 1s;
             totals t = collect(ctxs);
+            std::string connect_errors =
+                t.connect_errors > 0 ? fmt::format(" connect errors {}", t.connect_errors) : std::string();
             std::fprintf(stderr,
-                         "%ssend: %.0fs %llu/s ok %llu errors %llu (%s ) p50 %.2f ms p99 %.2f ms%s",
+                         "%ssend: %.0fs %llu/s ok %llu errors %llu (%s)%s p50 %.2f ms p99 %.2f ms%s",
                          interactive ? "\r" : "", seconds(), (unsigned long long)(t.accepted - last_accepted),
                          (unsigned long long)t.accepted, (unsigned long long)(t.refused + t.lost),
-                         codes_text(t).c_str() + 1, latency_histogram::percentile_ms(t.hist, 50),
+                         codes_text(t).c_str() + 1, connect_errors.c_str(), latency_histogram::percentile_ms(t.hist, 50),
                          latency_histogram::percentile_ms(t.hist, 99), interactive ? "   " : "\n");
             std::fflush(stderr);
             last_accepted = t.accepted;
@@ -1163,8 +1213,11 @@ int run_send(const send_options& given) {
     for (auto& s : shards) s->join();
 
     totals t = collect(ctxs);
-    uint64_t unsent = opts.messages > 0 && !interrupted && t.attempted < opts.messages ? opts.messages - t.attempted : 0;
-    uint64_t errors = t.refused + t.lost + unsent;
+    uint64_t unsent = opts.messages > 0 && t.attempted < opts.messages ? opts.messages - t.attempted : 0;
+    // Stopped by the user: what was not sent is not an error (but is reported).
+    uint64_t errors = t.refused + t.lost + (interrupted ? 0 : unsent);
+    const double achieved = elapsed > 0 ? double(t.accepted) / elapsed : 0.0;
+    const bool rate_missed = opts.rate > 0 && !interrupted && achieved < 0.9 * opts.rate;
     double p50 = latency_histogram::percentile_ms(t.hist, 50), p99 = latency_histogram::percentile_ms(t.hist, 99);
     std::string fatal;
     {
@@ -1180,6 +1233,12 @@ int run_send(const send_options& given) {
     if (opts.json) {
         nlohmann::json j;
         j["messages"] = t.accepted;
+        j["requested"] = opts.messages;  // 0: a --duration run
+        j["interrupted"] = interrupted;
+        if (opts.rate > 0) {
+            j["rate_target"] = opts.rate;
+            j["rate_missed"] = rate_missed;
+        }
         j["seed"] = opts.seed;
         j["attempted"] = t.attempted;
         j["seconds"] = elapsed;
@@ -1209,6 +1268,7 @@ int run_send(const send_options& given) {
         if (!opts.auth.empty())
             fmt::format_to(std::back_inserter(secure), "; authenticated connections {}; auth failures {}",
                            t.auth_connections, t.auth_failures);
+        if (interrupted) std::printf("send: interrupted (SIGTERM/SIGINT) after %.2f s\n", elapsed);
         std::printf(
             "send: %llu messages accepted of %llu attempted in %.2f s (%.0f msg/s, %.1f MB/s); errors %llu "
             "(refused %llu, lost %llu, unsent %llu); rcpt refusals %llu; connect errors %llu%s; non-2xx replies:%s; "
@@ -1226,6 +1286,11 @@ int run_send(const send_options& given) {
                      (unsigned long long)t.auth_failures, last_auth_error.c_str());
     if (nobody_authenticated && fatal.empty())
         std::fprintf(stderr, "ringmail-blast send: no connection could authenticate\n");
+    if (rate_missed)
+        std::fprintf(stderr,
+                     "ringmail-blast send: warning: the target rate of %.0f msg/s was not reached (%.0f msg/s): the "
+                     "server or --connections %u held it back (the run was closed loop at times)\n",
+                     opts.rate, achieved, opts.connections);
     if (t.connect_errors > 0 && !last_error.empty())
         std::fprintf(stderr, "ringmail-blast send: %llu connection attempt(s) failed; last: %s\n",
                      (unsigned long long)t.connect_errors, last_error.c_str());

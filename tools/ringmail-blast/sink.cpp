@@ -9,6 +9,7 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -109,6 +110,9 @@ struct sink_state {
         dropped{0}, tempfailed{0}, permfailed{0}, greylisted{0}, connections_total{0}, refused_connections{0};
     std::atomic<int> connections_open{0};
     std::atomic<double> expect_reached_at{0};  // wall clock (Unix seconds) of the --expect'th message
+    // Wall clock of the first and the latest accepted message: the rate is
+    // taken over that span, not from when the sink started listening.
+    std::atomic<double> first_message_at{0}, last_message_at{0};
 
     std::mutex mutex;
     hash_set64 ids, grey;
@@ -633,6 +637,12 @@ sink_session::action sink_session::start_content() {
 
 void sink_session::end_of_message() {
     auto& st = *_ctx.state;
+    if (_body.bytes > _opts.size_limit) {
+        // Over the SIZE it announced (a client that sent no SIZE=, or lied).
+        reply("552 5.3.4 Message size exceeds fixed limit");
+        reset_transaction();
+        return;
+    }
     std::string_view sum, msgid;
     _body.fields(sum, msgid);
     uint64_t want = 0;
@@ -688,9 +698,15 @@ void sink_session::end_of_message() {
         }
         st.bytes.fetch_add(_body.bytes, std::memory_order_relaxed);
         uint64_t n = st.messages.fetch_add(1, std::memory_order_relaxed) + 1;
+        const double now = unix_seconds_now();
+        double unset = 0;
+        st.first_message_at.compare_exchange_strong(unset, now, std::memory_order_relaxed);
+        for (double seen = st.last_message_at.load(std::memory_order_relaxed);
+             seen < now && !st.last_message_at.compare_exchange_weak(seen, now, std::memory_order_relaxed);) {
+        }
         // Benchmarks time the run to this moment (the process exits up to a
         // poll later, after the senders' QUIT).
-        if (n == _opts.expect) st.expect_reached_at.store(unix_seconds_now(), std::memory_order_relaxed);
+        if (n == _opts.expect) st.expect_reached_at.store(now, std::memory_order_relaxed);
         char line[48] = "250 2.0.0 Ok: queued as ";
         auto r = std::to_chars(line + 24, line + sizeof line, n, 16);
         reply(std::string_view(line, size_t(r.ptr - line)));
@@ -707,8 +723,13 @@ nlohmann::json summary_json(sink_state& st, double seconds) {
     nlohmann::json j;
     uint64_t n = st.messages.load();
     j["messages"] = n;
+    // seconds: the sink's run; msgs_per_sec: over first to latest message
+    // (the whole run when there is only one).
+    const double first = st.first_message_at.load(), last = st.last_message_at.load();
+    const double active = n >= 2 && last > first ? last - first : seconds;
     j["seconds"] = seconds;
-    j["msgs_per_sec"] = seconds > 0 ? double(n) / seconds : 0.0;
+    j["receiving_seconds"] = active;
+    j["msgs_per_sec"] = active > 0 ? double(n) / active : 0.0;
     j["bytes"] = st.bytes.load();
     if (double t = st.expect_reached_at.load(); t > 0) j["expect_reached_at"] = t;
     j["checksum_failures"] = st.checksum_failures.load();
@@ -736,9 +757,11 @@ nlohmann::json summary_json(sink_state& st, double seconds) {
 std::string summary_text(sink_state& st, double seconds) {
     auto j = summary_json(st, seconds);
     std::string s = fmt::format(
-        "sink: {} messages in {:.2f} s ({:.0f} msg/s), {} bytes; checksum ok {} failed {} unverified {}; "
+        "sink: {} messages in {:.2f} s ({:.0f} msg/s over {:.2f} s from the first to the last), {} bytes; "
+        "checksum ok {} failed {} unverified {}; "
         "duplicates {}; dropped {}; tempfail rcpts {}; permfail rcpts {}; greylisted {}; connections {} (refused {})\n",
-        j["messages"].get<uint64_t>(), seconds, j["msgs_per_sec"].get<double>(), j["bytes"].get<uint64_t>(),
+        j["messages"].get<uint64_t>(), seconds, j["msgs_per_sec"].get<double>(), j["receiving_seconds"].get<double>(),
+        j["bytes"].get<uint64_t>(),
         j["checksum_ok"].get<uint64_t>(), j["checksum_failures"].get<uint64_t>(), j["unverified"].get<uint64_t>(),
         j["duplicates"].get<uint64_t>(), j["dropped"].get<uint64_t>(), j["tempfailed_rcpts"].get<uint64_t>(),
         j["permfailed_rcpts"].get<uint64_t>(), j["greylisted"].get<uint64_t>(), j["connections"].get<uint64_t>(),
@@ -759,13 +782,19 @@ int run_sink(const sink_options& opts) {
         std::fprintf(stderr, "ringmail-blast sink: %s\n", e.what());
         return 2;
     }
+    auto fail = [](const char* why) {
+        std::fprintf(stderr, "ringmail-blast sink: %s\n", why);
+        return 2;
+    };
     for (double p : {opts.tempfail_percent, opts.permfail_percent, opts.drop_percent}) {
-        if (p < 0 || p > 100) {
-            std::fprintf(stderr, "ringmail-blast sink: percentages must be within 0..100\n");
-            return 2;
-        }
+        if (!(p >= 0 && p <= 100)) return fail("percentages must be within 0..100");
     }
-    unsigned threads = std::max(1u, opts.threads);
+    if (opts.tempfail_percent + opts.permfail_percent > 100)
+        return fail("--tempfail-percent and --permfail-percent add up to more than 100");
+    if (!(std::isfinite(opts.duration_s) && opts.duration_s >= 0))
+        return fail("--duration must be a number of seconds (0 = no limit)");
+    if (opts.threads == 0) return fail("--threads must be at least 1");
+    unsigned threads = opts.threads;
 
     sink_state st;
     st.opts = &opts;
