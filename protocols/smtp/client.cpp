@@ -218,6 +218,8 @@ engine::task<bool> client::open() {
     reply greeting = co_await read_reply();
     if (greeting.code / 100 != 2) {
         set_error(greeting_stage, greeting);
+        // RFC 5321 §3.1: after a 554 greeting the server waits for QUIT.
+        if (!_closing) co_await quit();
         co_return false;
     }
     bool greeted = co_await ehlo();
@@ -259,6 +261,7 @@ engine::task<bool> client::ehlo() {
         reply helo = co_await read_reply();
         if (helo.code / 100 != 2) {
             set_error("HELO", helo);
+            if (!_closing) co_await quit();
             co_return false;
         }
         _ehlo_reply.clear();

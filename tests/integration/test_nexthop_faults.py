@@ -156,3 +156,16 @@ def test_refused_extra_connection_lowers_concurrency_not_a_pause(start_daemon, h
     assert "paused" not in log, d.stderr_tail(30)
     assert "status=deferred" not in log, d.stderr_tail(30)
     assert "at most 1 connection(s) for now" in log
+
+
+def test_quit_after_a_554_greeting_then_retry(start_daemon, host):
+    """RFC 5321 3.1: a server that greets with 554 waits for QUIT; the message is
+    deferred (Postfix: smtp_skip_5xx_greeting) and delivered when the hop recovers."""
+    host.answer = lambda stage, conn, st: "554 5.3.2 not now" if stage == "greeting" and conn == 0 else None
+    d = start_daemon(host.address, config={**QUICK_RETRY, "delivery": {"backoff_min": "1s", "backoff_max": "1s"}})
+    msgid = unique("g554")
+    submit(d, msgid)
+    [(_, _, data)] = host.wait_messages(1, timeout=30)
+    assert msgid.encode() in data
+    assert [c for n, c in host.commands if n == 0] == ["QUIT"], host.commands
+    assert "554 5.3.2 not now (while receiving the initial greeting)" in d.log()
