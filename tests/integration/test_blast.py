@@ -510,3 +510,19 @@ def test_sink_refuses_a_message_over_its_size_limit(blast_sink):
         r = reply()
         assert r.startswith(b"552"), r
     assert sink.stop()["messages"] == 0
+
+
+def test_seed_makes_sizes_and_message_ids_reproducible(blast_sink, tmp_path):
+    ids = tmp_path / "ids.txt"
+    sink = blast_sink("--ids-file", str(ids))
+    runs = []
+    for _ in range(2):
+        rc, doc, err = blast_send(sink.address, "--messages", "300", "--connections", "4",
+                                  "--size", "1k:70,16k:25,64k:5", "--seed", "99")
+        assert rc == 0, err
+        runs.append(doc["bytes"])
+    assert runs[0] == runs[1], runs
+    summary = sink.stop()
+    assert summary["messages"] == 600 and summary["duplicates"] == 300, summary
+    lines = ids.read_text().split()
+    assert len(set(lines)) == 300 and all(l.startswith("<99-") for l in lines), lines[:5]

@@ -229,7 +229,6 @@ private:
     bool _auth_offered = false, _auth_plain = false, _auth_login = false;
     std::string _auth_mechanisms;
     uint64_t _seq = 0;
-    uint64_t _rng = 0;
 
     // Replies: received straight into _rbuf, parsed from _rbeg up to _rend.
     std::unique_ptr<char[]> _rbuf{new char[rbuf_bytes]};
@@ -507,9 +506,11 @@ bool connection::take_index(uint64_t& idx) {
 }
 
 void connection::build_message(uint64_t idx) {
-    // Size: a weighted pick from the distribution (deterministic per seed/connection).
-    _rng = mix(_rng);
-    double r = double(_rng >> 11) / double(1ULL << 53) * _st.cumulative.back();
+    // Size: a weighted pick from the distribution, a function of the seed and
+    // the message's number, so a seed gives the same sizes whichever
+    // connection sends which message.
+    const uint64_t pick = mix(_opts.seed ^ mix(idx + 1));
+    double r = double(pick >> 11) / double(1ULL << 53) * _st.cumulative.back();
     size_t k = size_t(std::lower_bound(_st.cumulative.begin(), _st.cumulative.end(), r) - _st.cumulative.begin());
     uint64_t target = _st.sizes[std::min(k, _st.sizes.size() - 1)].bytes;
 
@@ -536,12 +537,10 @@ void connection::build_message(uint64_t idx) {
     _msg.append("From: <").append(_opts.from).append(">\r\nTo: <").append(_rcpt_list[0]);
     _msg.append(">\r\nSubject: blast ");
     append_dec(_msg, idx);
-    _msg.append("\r\nMessage-ID: <");
+    _msg.append("\r\nMessage-ID: <");  // <seed>-<message number>: one per message, the same set per seed
     append_dec(_msg, _opts.seed);
     _msg.push_back('-');
-    append_dec(_msg, _conn);
-    _msg.push_back('-');
-    append_dec(_msg, _seq);
+    append_dec(_msg, idx);
     _msg.append("@blast>\r\nDate: Mon, 24 Nov 2025 10:00:00 +0000\r\nMIME-Version: 1.0\r\n");
     size_t headers_len = _msg.size() + checksum_header.size() + 2 + 16 + 2 + 2;
     uint64_t body_len = target > headers_len + 40 ? target - headers_len : 40;
@@ -888,7 +887,6 @@ engine::task<bool> connection::run_data_chain(bool& done) {
 
 engine::task<void> connection::run() {
     _ctx.shard->hold();
-    _rng = mix(_opts.seed ^ (uint64_t(_conn) << 32));
     auto& stats = _ctx.stats;
     unsigned failures = 0;
     bool done = false;
