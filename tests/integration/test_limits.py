@@ -144,13 +144,18 @@ def test_command_line_sent_a_byte_at_a_time_times_out(start_daemon, sink):
     alive(d)
 
 
+def start_data(c: RawSMTP) -> None:
+    """EHLO, MAIL, RCPT, DATA: the session is reading message content."""
+    c.ehlo()
+    assert c.cmd("MAIL FROM:<a@example.test>").code == 250
+    assert c.cmd("RCPT TO:<b@example.test>").code == 250
+    assert c.cmd("DATA").code == 354
+
+
 def test_content_slower_than_min_data_rate_times_out(start_daemon, sink):
     d = start_daemon(sink, config={"smtp": {"data_timeout": "2s", "min_data_rate": 1000}})
     with RawSMTP(d.host, d.port, timeout=15) as c:
-        c.ehlo()
-        assert c.cmd("MAIL FROM:<a@example.test>").code == 250
-        assert c.cmd("RCPT TO:<b@example.test>").code == 250
-        assert c.cmd("DATA").code == 354
+        start_data(c)
         t0 = time.monotonic()
         r = drip(c, b"Subject: slow\r\n\r\n" + b"x" * 200 + b"\r\n.\r\n", 0.3, 12)
         waited = time.monotonic() - t0
@@ -166,10 +171,7 @@ def test_content_at_the_rate_outlives_data_timeout(start_daemon, sink):
     message takes."""
     d = start_daemon(sink, config={"smtp": {"data_timeout": "1s", "min_data_rate": 100}})
     with RawSMTP(d.host, d.port, timeout=15) as c:
-        c.ehlo()
-        assert c.cmd("MAIL FROM:<a@example.test>").code == 250
-        assert c.cmd("RCPT TO:<b@example.test>").code == 250
-        assert c.cmd("DATA").code == 354
+        start_data(c)
         c.send(b"Subject: steady\r\n\r\n")
         t0 = time.monotonic()
         while time.monotonic() - t0 < 3.0:          # three data_timeouts
