@@ -199,12 +199,14 @@ IFS=, read -r -a CONN_LIST <<<"$CONNS"
 for conns in "${CONN_LIST[@]}"; do
     for size in "${SIZE_LIST[@]}"; do
         n=$(messages_for "$size")
-        want direct && cell_direct "$size" "$conns" "$n"
+        # settle before every cell: the previous cell's queue writes (Postfix's
+        # files, ringmaild's spool) must not be flushed during this one
+        if want direct; then settle; cell_direct "$size" "$conns" "$n"; fi
         if want ringmail; then
-            cell_ringmail "$size" "$conns" "$n" 50
-            (( POOL100 && conns >= 500 )) && cell_ringmail "$size" "$conns" "$n" 100
+            settle; cell_ringmail "$size" "$conns" "$n" 50
+            if (( POOL100 && conns >= 500 )); then settle; cell_ringmail "$size" "$conns" "$n" 100; fi
         fi
-        want postfix && cell_postfix "$size" "$conns" "$n"
+        if want postfix; then settle; cell_postfix "$size" "$conns" "$n"; fi
     done
 done
 log "all cells done in $(( SECONDS - T_START )) s"
