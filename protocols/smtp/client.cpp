@@ -18,11 +18,12 @@
 namespace ringmail::smtp {
 
 namespace {
-// Joins a multi-line reply into one line (for logs and DSNs).
 // What is kept of a reply's text (logs, the queue, DSNs): a next hop may
 // send kilobytes; Postfix truncates too.
 constexpr size_t max_reply_text = 2000;
 
+// Joins a multi-line reply into one line (for logs and DSNs), cut at
+// max_reply_text.
 std::string one_line(std::string_view raw) {
     std::string s;
     std::string_view rest = raw;
