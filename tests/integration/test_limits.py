@@ -256,6 +256,15 @@ def _data_message(c: RawSMTP, content: bytes):
     return c.reply()
 
 
+def _bdat_message(c: RawSMTP, content: bytes, sender: str = "alice@example.test",
+                  rcpt: str = "bob@example.test"):
+    """MAIL, RCPT and the whole message as one BDAT LAST chunk; the final reply."""
+    assert c.cmd(f"MAIL FROM:<{sender}>").code == 250
+    assert c.cmd(f"RCPT TO:<{rcpt}>").code == 250
+    c.send(f"BDAT {len(content)} LAST\r\n".encode() + content)
+    return c.reply()
+
+
 def _sized(msgid: str, size: int) -> bytes:
     head = make_message(msgid, "size", b"")
     line = b"y" * 98 + b"\r\n"
@@ -335,10 +344,7 @@ def test_bdat_message_without_final_crlf(daemon, sink):
     msg = make_message(msgid, "no final crlf", b"last line without CRLF")
     with RawSMTP(daemon.host, daemon.port) as c:
         c.ehlo()
-        assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
-        assert c.cmd("RCPT TO:<bob@example.test>").code == 250
-        c.send(f"BDAT {len(msg)} LAST\r\n".encode() + msg)
-        r = c.reply()
+        r = _bdat_message(c, msg)
         assert r.code == 250, r
     [m] = sink.wait_for(lambda ms: [x for x in ms if x.message_id == f"<{msgid}>"], 30, "message")
     assert b"last line without CRLF" in m.data
@@ -366,11 +372,7 @@ def test_transaction_after_failed_bdat_without_mail(daemon, sink):
         c.ehlo()
         c.send(b"BDAT 6\r\nQUIT\r\n")
         assert c.reply().code == 503
-        msg = make_message(msgid, "after a failed BDAT", b"ok\r\n")
-        assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
-        assert c.cmd("RCPT TO:<bob@example.test>").code == 250
-        c.send(f"BDAT {len(msg)} LAST\r\n".encode() + msg)
-        r = c.reply()
+        r = _bdat_message(c, make_message(msgid, "after a failed BDAT", b"ok\r\n"))
         assert r.code == 250, r
     sink.wait_for(lambda ms: any(m.message_id == f"<{msgid}>" for m in ms), 30, "message")
 
@@ -410,11 +412,7 @@ def test_mail_loop_refused_by_received_count(start_daemon, sink):
         assert r.code == 250, r
         r = _data_message(c, make_message(loop_id, extra=_hops(10)))
         assert r.code == 554 and "5.4.6" in r.text, r
-        msg = make_message(bloop_id, extra=_hops(10))
-        assert c.cmd("MAIL FROM:<alice@example.test>").code == 250
-        assert c.cmd("RCPT TO:<bob@example.test>").code == 250
-        c.send(f"BDAT {len(msg)} LAST\r\n".encode() + msg)
-        r = c.reply()
+        r = _bdat_message(c, make_message(bloop_id, extra=_hops(10)))
         assert r.code == 554 and "5.4.6" in r.text, r
         assert c.cmd("NOOP").code == 250
         assert c.cmd("QUIT").code == 221
@@ -568,15 +566,9 @@ def test_bdat_past_receive_memory_gets_452(start_daemon, sink):
     with RawSMTP(d.host, d.port) as a, RawSMTP(d.host, d.port) as b:
         hold_memory(a, held)
         b.ehlo()
-        assert b.cmd("MAIL FROM:<b@example.test>").code == 250
-        assert b.cmd("RCPT TO:<r@example.test>").code == 250
-        b.send(f"BDAT {len(second)} LAST\r\n".encode() + second)
-        r = b.reply()
+        r = _bdat_message(b, second, "b@example.test", "r@example.test")
         assert r.code == 452 and "4.3.1" in r.text, r
         assert a.cmd("BDAT 0 LAST").code == 250
-        assert b.cmd("MAIL FROM:<b@example.test>").code == 250
-        assert b.cmd("RCPT TO:<r@example.test>").code == 250
-        b.send(f"BDAT {len(second)} LAST\r\n".encode() + second)
-        assert b.reply().code == 250
+        assert _bdat_message(b, second, "b@example.test", "r@example.test").code == 250
     [m] = sink.wait_for(lambda ms: [x for x in ms if x.message_id == f"<{second_id}>"], 30, second_id)
     assert m.data.endswith(second)
