@@ -89,9 +89,11 @@ class ScriptedHost:
             self.active += 1
             state: dict = {"messages": 0, "active": self.active}
 
-        def reply(stage: str, normal: str) -> bool:
-            """Sends the scripted or the normal reply; False when the script closed."""
-            r = self.answer(stage, index, state)
+        def reply(stage: str, normal: str, r=None, asked: bool = False) -> bool:
+            """Sends the scripted (r, when already asked) or the normal reply;
+            False when the script closed."""
+            if not asked:
+                r = self.answer(stage, index, state)
             if r is CLOSE:
                 conn.close()
                 return False
@@ -131,7 +133,7 @@ class ScriptedHost:
                 elif verb == "DATA":
                     r = self.answer("data", index, state)
                     if r is not None:       # refused (or a bogus reply): no data follows
-                        if not reply("data", "354 unused"):
+                        if not reply("data", "354 unused", r, asked=True):
                             return
                         continue
                     conn.sendall(b"354 go ahead\r\n")
@@ -149,7 +151,7 @@ class ScriptedHost:
                     if isinstance(text, str) and text.startswith("2"):
                         with self._lock:
                             self.messages.append((mail, rcpts, data))
-                    ok = reply("end", "250 2.0.0 queued")
+                    ok = reply("end", "250 2.0.0 queued", r, asked=True)
                 elif verb == "RSET":
                     ok = reply("rset", "250 2.0.0 Ok")
                 elif verb == "QUIT":

@@ -1240,7 +1240,7 @@ int run_send(const send_options& given) {
         j["seed"] = opts.seed;
         j["attempted"] = t.attempted;
         j["seconds"] = elapsed;
-        j["msgs_per_sec"] = elapsed > 0 ? double(t.accepted) / elapsed : 0.0;
+        j["msgs_per_sec"] = achieved;
         j["errors"] = errors;
         j["refused"] = t.refused;
         j["lost"] = t.lost;
@@ -1272,7 +1272,7 @@ int run_send(const send_options& given) {
             "(refused %llu, lost %llu, unsent %llu); rcpt refusals %llu; connect errors %llu%s; non-2xx replies:%s; "
             "latency p50 %.2f ms p99 %.2f ms; seed %llu\n",
             (unsigned long long)t.accepted, (unsigned long long)t.attempted, elapsed,
-            elapsed > 0 ? double(t.accepted) / elapsed : 0.0, elapsed > 0 ? double(t.bytes) / elapsed / 1e6 : 0.0,
+            achieved, elapsed > 0 ? double(t.bytes) / elapsed / 1e6 : 0.0,
             (unsigned long long)errors, (unsigned long long)t.refused, (unsigned long long)t.lost,
             (unsigned long long)unsent, (unsigned long long)t.rcpt_refusals, (unsigned long long)t.connect_errors,
             secure.c_str(), codes_text(t).c_str(), p50, p99, (unsigned long long)opts.seed);
