@@ -37,15 +37,16 @@ def _need_blast():
 class BlastSink:
     """A `ringmail-blast sink` process; stop() returns its JSON summary."""
 
-    def __init__(self, tmp: Path, *args: str, port: Optional[int] = None) -> None:
+    def __init__(self, tmp: Path, *args: str, port: Optional[int] = None, listen: Optional[str] = None) -> None:
         self.port = port or free_port()
         self.address = f"127.0.0.1:{self.port}"
+        listen = listen or self.address
         self.err_path = tmp / f"blast-sink-{self.port}.err"
         self.out_path = tmp / f"blast-sink-{self.port}.out"
         self._out = open(self.out_path, "wb")
         self._err = open(self.err_path, "wb")
         self.proc = subprocess.Popen(
-            [str(BLAST), "sink", "--listen", self.address, "--json", "--quiet", "--duration", "60", *args],
+            [str(BLAST), "sink", "--listen", listen, "--json", "--quiet", "--duration", "60", *args],
             stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err, start_new_session=True)
         deadline = time.monotonic() + 10
         while "listening on" not in self.stderr():
@@ -526,3 +527,54 @@ def test_seed_makes_sizes_and_message_ids_reproducible(blast_sink, tmp_path):
     assert summary["messages"] == 600 and summary["duplicates"] == 300, summary
     lines = ids.read_text().split()
     assert len(set(lines)) == 300 and all(l.startswith("<99-") for l in lines), lines[:5]
+
+
+def test_dead_target_among_several_costs_connect_errors_not_connections(blast_sink):
+    sink = blast_sink("--expect", "2000")
+    dead = f"127.0.0.1:{free_port()}"  # nobody listens there
+    rc, sent, err = blast_send(f"{sink.address},{dead}", "--connections", "10", "--messages", "2000")
+    got = sink.wait()
+    assert rc == 0 and sent["messages"] == 2000 and sent["errors"] == 0, (sent, err)
+    assert got["messages"] == 2000, got
+    # the five connections meant for the dead target each failed once and moved
+    # on to the live one (they used to retry it ten times each, then give up)
+    assert 1 <= sent["connect_errors"] <= 5, sent
+    assert "connection attempt(s) failed" in err and dead in err, err
+
+
+def test_refused_recipients_make_the_run_fail(blast_sink):
+    # one recipient in ten refused: messages of five recipients are still
+    # accepted (for the others), yet the run did not deliver what was asked
+    sink = blast_sink("--permfail-percent", "10", "--seed", "3")
+    rc, sent, err = blast_send(sink.address, "--messages", "200", "--rcpts", "5", "--connections", "4")
+    assert sent["rcpt_refusals"] > 0, sent
+    assert rc == 1, (sent, err)
+    rc2, sent2, _ = blast_send(sink.address, "--messages", "50", "--rcpts", "5", "--allow-failures")
+    assert rc2 == 0 and sent2["rcpt_refusals"] > 0, sent2
+    sink.stop()
+
+
+def test_sink_ids_file_lists_only_messages_with_an_id(blast_sink, tmp_path):
+    ids = tmp_path / "ids.txt"
+    sink = blast_sink("--ids-file", str(ids))
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as c:
+        with_id = make_message("one@client.example.test")
+        without = b"From: a@b.test\r\nSubject: no id\r\n\r\nbody\r\n"
+        for m in (with_id, without, with_id):
+            assert c.sendmail("alice@example.test", ["bob@d1.example.test"], m) == {}
+    got = sink.stop()
+    assert got["messages"] == 3 and got["duplicates"] == 1, got
+    assert ids.read_text() == "<one@client.example.test>\n" * 2
+
+
+def test_sink_listens_on_a_v4_mapped_loopback_address(tmp_path):
+    # [::ffff:127.0.0.1] is 127.0.0.1: it passed the loopback check, then
+    # failed to bind ("Invalid argument")
+    port = free_port()
+    sink = BlastSink(tmp_path, port=port, listen=f"[::ffff:127.0.0.1]:{port}")
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as c:
+            assert c.sendmail("alice@example.test", ["bob@d1.example.test"], make_message("m@c.test")) == {}
+        assert sink.stop()["messages"] == 1
+    finally:
+        sink.kill()

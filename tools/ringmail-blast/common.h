@@ -110,6 +110,12 @@ inline net::socket_address require_loopback(std::string_view text, std::string_v
         throw std::runtime_error(std::string(what) + " '" + std::string(text) +
                                  "': not a loopback address (ringmail-blast only uses 127.0.0.0/8 and ::1)");
     }
+    if (a->is_v4_mapped()) {
+        // [::ffff:127.x.y.z] is 127.x.y.z: an IPv6 socket could not bind or
+        // reach it where IPv6 sockets are v6-only.
+        std::string host = a->host_string();
+        return *net::parse_socket_address(host.substr(host.rfind(':') + 1) + ":" + std::to_string(a->port()));
+    }
     return *a;
 }
 

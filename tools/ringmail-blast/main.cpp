@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
     send->add_option("--timeout", so.timeout_s, "seconds to wait for any reply or write")->capture_default_str();
     send->add_flag("--json", so.json, "print one JSON object at the end");
     send->add_flag("-q,--quiet", so.quiet, "no progress lines");
-    send->add_flag("--allow-failures", so.allow_failures, "exit 0 even if some messages were refused or lost");
+    send->add_flag("--allow-failures", so.allow_failures, "exit 0 even if some messages or recipients were refused or lost");
     send->add_flag("--starttls", so.starttls,
                    "STARTTLS after EHLO, then EHLO again; everything after it goes through TLS (no certificate "
                    "check). Exits 1 if the server does not offer STARTTLS");
@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
     sink->add_option("--seed", ko.seed, "seed for the failure decisions")
         ->check(not_negative)
         ->capture_default_str();
-    sink->add_option("--ids-file", ko.ids_file, "append each accepted Message-ID to this file");
+    sink->add_option("--ids-file", ko.ids_file, "append the Message-ID of each accepted message to this file, one a line (messages without one are not listed; a duplicate is listed again)");
     sink->add_option("--hostname", ko.hostname, "name in the greeting")->capture_default_str();
     sink->add_option("--size-limit", ko.size_limit,
                      "SIZE announced in EHLO; bigger messages get 552 (at MAIL with SIZE=, else at the end)")

@@ -188,6 +188,7 @@ private:
     engine::task<int> command(std::string line, std::string* text);
     engine::task<bool> send_iov(std::vector<iovec>& iov);
     bool take_index(uint64_t& idx);
+    bool work_left() const;  // messages not yet taken, and no stop
     void build_message(uint64_t idx);
     engine::task<outcome> transact(int& code);
     // Pipelining across messages (--window > 1); false when the connection was lost.
@@ -218,6 +219,7 @@ private:
     send_state& _st;
     const send_options& _opts;
     unsigned _conn;
+    unsigned _failed_opens = 0;  // moves this connection to the next target
     unsigned _slot;
     std::chrono::milliseconds _timeout;
     int _fd = -1;
@@ -332,7 +334,9 @@ engine::task<int> connection::read_reply(bool keep_caps, std::string* text) {
 }
 
 engine::task<connection::open_result> connection::open() {
-    const auto& dest = _st.to[_conn % _st.to.size()];
+    // A connection whose target refused it tries the next one: a dead target
+    // among several costs connect errors, not connections.
+    const auto& dest = _st.to[(_conn + _failed_opens) % _st.to.size()];
     _fd = ::socket(dest.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (_fd < 0) {
         note_error(fmt::format("socket: {}", std::strerror(errno)));
@@ -496,6 +500,11 @@ engine::task<void> connection::quit() {
         int code = co_await read_reply();
         (void)code;
     }
+}
+
+bool connection::work_left() const {
+    if (_st.stop.load(std::memory_order_relaxed)) return false;
+    return _opts.messages == 0 || _st.next_index.load(std::memory_order_relaxed) < _opts.messages;
 }
 
 bool connection::take_index(uint64_t& idx) {
@@ -896,8 +905,12 @@ engine::task<void> connection::run() {
             close_fd();
             if (opened == open_result::give_up) break;
             stats.connect_errors.add();
-            if (++failures >= 10) break;  // the target is gone: give up this connection
-            co_await engine::sleep_op(200ms);
+            ++_failed_opens;
+            // Every target failed several times: they are gone, give up this connection.
+            if (++failures >= 10 * _st.to.size()) break;
+            // Nothing left to send (the other connections took it all): done.
+            if (!work_left()) break;
+            if (failures % _st.to.size() == 0) co_await engine::sleep_op(200ms);  // each target tried once
             continue;
         }
         failures = 0;
@@ -935,17 +948,9 @@ engine::task<void> connection::run() {
             stats.attempted.add();
             int code = 0;
             outcome o = co_await transact(code);
-            if (o == outcome::lost) {
-                stats.lost.add();
-                break;  // reconnect
-            }
-            if (code > 0 && code < 600) stats.codes[size_t(code)].add();
-            if (o == outcome::accepted) {
-                stats.accepted.add();
-                stats.bytes.add(_msg.size());
-                continue;
-            }
-            stats.refused.add();
+            count(o, code, _msg.size());
+            if (o == outcome::lost) break;  // reconnect
+            if (o == outcome::accepted) continue;
             if (!co_await send_all("RSET\r\n") || co_await read_reply() / 100 != 2) break;
         }
         close_fd();
@@ -1295,7 +1300,8 @@ int run_send(const send_options& given) {
     // A run that measured something else than asked (no TLS, nobody
     // authenticated) fails even with --allow-failures.
     if (!fatal.empty() || nobody_authenticated) return 1;
-    return (errors > 0 || t.auth_failures > 0) && !opts.allow_failures ? 1 : 0;
+    // A recipient refused is a message that did not reach everyone it was for.
+    return (errors > 0 || t.rcpt_refusals > 0 || t.auth_failures > 0) && !opts.allow_failures ? 1 : 0;
 }
 
 }  // namespace ringmail::blast

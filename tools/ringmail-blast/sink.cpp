@@ -675,7 +675,7 @@ void sink_session::end_of_message() {
             }
             it->second.add();
         }
-        if (st.ids_file != nullptr) {
+        if (st.ids_file != nullptr && !msgid.empty()) {
             std::lock_guard lock(st.mutex);
             std::fwrite(msgid.data(), 1, msgid.size(), st.ids_file);
             std::fputc('\n', st.ids_file);
