@@ -262,6 +262,7 @@ engine::task<bool> client::ehlo() {
         reply helo = co_await read_reply();
         if (helo.code / 100 != 2) {
             set_error("HELO", helo);
+            if (helo.code / 100 == 5 && ehlo.code / 100 == 5) _helo_refusal = helo.text;
             if (!_closing) co_await quit();
             co_return false;
         }

@@ -118,6 +118,11 @@ public:
     // server.hostname: the next hop is this server, a mail loop (Postfix:
     // "loops back to myself").
     bool loops_back() const { return _loops_back; }
+    // open() failed because the server answered both EHLO and HELO with a
+    // 5xx (Postfix: "refused to talk to me"): that HELO reply, else empty.
+    // A 5xx greeting is not one: as Postfix (smtp_skip_5xx_greeting), the
+    // next host is tried and the mail waits.
+    const std::string& helo_refusal() const { return _helo_refusal; }
     // "TLSv1.3 TLS_AES_256_GCM_SHA384" when the session is encrypted, else "".
     std::string tls_description() const;
     const client_options& options() const { return _options; }
@@ -153,6 +158,7 @@ private:
     std::unique_ptr<engine::tls::session> _tls;  // set once the handshake succeeded
     bool _tls_failed = false;
     bool _loops_back = false;
+    std::string _helo_refusal;
     bool _closing = false;  // a 421, a lost connection or a reply out of step: not reusable
     std::string _peer_name;
     int _fd = -1;

@@ -423,6 +423,7 @@ engine::task<void> relay_scheduler::timer_loop() {
 engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d, std::shared_ptr<const config> cfg) {
     auto hosts = d.hosts;  // the list may be replaced while we wait
     d.loop_reason.clear();
+    d.refusal_code = 0;
     // RFC 5321 §5.1: random order among equal preferences, drawn per
     // connection so the load spreads over them (the list is sorted).
     for (size_t i = 0; i < hosts.size();) {
@@ -466,6 +467,15 @@ engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d, s
                 co_return c;
             }
             d.pause_reason = c->last_error();
+            // Only the last host tried decides (Postfix's final server): an
+            // earlier refusal is followed by another try.
+            d.refusal_code = 0;
+            if (!c->helo_refusal().empty()) {
+                d.refusal_code = std::atoi(c->helo_refusal().c_str());
+                d.refusal_reason = c->last_error();
+                d.refusal_reply = c->helo_refusal();
+                d.refusal_peer = c->peer_name();
+            }
             if (!c->loops_back()) {
                 log::info("delivery to {}: {}", d.key, c->last_error());
             } else {
@@ -511,6 +521,15 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
         d.window = d.connections - 1;
         d.window_credit = 0;
         log::info("delivery to {}: at most {} connection(s) for now: {}", d.key, d.window, d.pause_reason);
+    } else if (!c && !_stopping && d.refusal_code / 100 == 5) {
+        // Every host failed, the last one with a 5xx to EHLO and HELO: the
+        // mail bounces rather than waiting days for a server that said no.
+        std::deque<delivery_job> jobs;
+        jobs.swap(d.ready);
+        int code = d.refusal_code;
+        std::string why = d.refusal_reason, remote = d.refusal_reply, relay = d.refusal_peer;
+        log::info("delivery to {}: host {} refused to talk to me: {}", d.key, relay, remote);
+        for (auto& job : jobs) co_await fail_job(std::move(job), code, why, remote, relay);
     } else if (!c) {
         if (!_stopping) {
             d.window = 0;
@@ -608,11 +627,12 @@ void relay_scheduler::maybe_forget(destination& d) {
     _destinations.erase(d.key);
 }
 
-engine::task<void> relay_scheduler::fail_job(delivery_job job, int code, std::string reply) {
+engine::task<void> relay_scheduler::fail_job(delivery_job job, int code, std::string reply, std::string remote,
+                                             std::string relay) {
     std::vector<rcpt_result> results;
     results.reserve(job.recipients.size());
-    for (size_t i : job.recipients) results.push_back({i, code, reply, {}});
-    co_await finish_job(job.id, std::move(results), "none", {}, std::nullopt, {});
+    for (size_t i : job.recipients) results.push_back({i, code, reply, remote});
+    co_await finish_job(job.id, std::move(results), std::move(relay), {}, std::nullopt, {});
 }
 
 engine::task<bool> relay_scheduler::deliver(client& c, destination& d, delivery_job job) {

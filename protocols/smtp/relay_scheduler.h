@@ -127,7 +127,10 @@ private:
     engine::task<std::unique_ptr<client>> connect(destination& d, std::shared_ptr<const config> cfg);
     engine::task<bool> deliver(client& c, destination& d, delivery_job job);
     // Every recipient of `job` gets the same result (no connection, DNS, pause).
-    engine::task<void> fail_job(delivery_job job, int code, std::string reply);
+    // `remote`: the server's own reply for the DSN, when `reply` is more;
+    // `relay`: the server that gave it ("none": no server was involved).
+    engine::task<void> fail_job(delivery_job job, int code, std::string reply, std::string remote = {},
+                                std::string relay = "none");
     // Applies a job's results to the message, bounces what failed (DSN),
     // records the outcome durably; ends `view` once the body is not needed.
     // When it was the message's last job, removes or reschedules it.

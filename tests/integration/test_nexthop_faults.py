@@ -169,3 +169,30 @@ def test_quit_after_a_554_greeting_then_retry(start_daemon, host):
     assert msgid.encode() in data
     assert [c for n, c in host.commands if n == 0] == ["QUIT"], host.commands
     assert "554 5.3.2 not now (while receiving the initial greeting)" in d.log()
+
+
+@pytest.mark.parametrize("refusal, bounces", [("550 5.7.1 go away", True), ("450 4.7.1 not now", False)],
+                         ids=["5xx-bounces", "4xx-defers"])
+def test_ehlo_and_helo_refused(start_daemon, host, refusal, bounces):
+    """A next hop that answers EHLO and HELO with a 5xx will not take the mail:
+    it bounces at once (Postfix: "refused to talk to me") instead of waiting
+    max_age; a 4xx is temporary and the mail waits."""
+    host.answer = lambda stage, conn, st: refusal if stage in ("ehlo", "helo") and conn == 0 else None
+    d = start_daemon(host.address, config=SLOW_RETRY)
+    msgid = unique("helo5xx")
+    submit(d, msgid)
+    if not bounces:
+        wait_log(d, "status=deferred")
+        assert "status=bounced" not in d.log()
+        assert d.queue_json()["count"] == 1
+        return
+    wait_log(d, "status=bounced")
+    assert "refused to talk to me: " + refusal in d.log()
+    # the DSN goes out on the next connection (the host talks to it)
+    [(_, rcpts, data)] = host.wait_messages(1, timeout=30)
+    raw = data.decode("utf-8", "replace")
+    assert rcpts == ["RCPT TO:<alice@example.test>"], rcpts
+    assert "Diagnostic-Code: smtp; " + refusal in raw, raw[:3000]
+    assert "Status: 5.7.1" in raw and msgid in raw, raw[:3000]
+    first = [c.split()[0] for n, c in host.commands if n == 0]
+    assert first == ["EHLO", "HELO", "QUIT"], first
