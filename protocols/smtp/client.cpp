@@ -13,6 +13,7 @@
 #include "engine/log.h"
 #include "protocols/smtp/ascii.h"
 #include "protocols/smtp/dot_stuffing.h"
+#include "protocols/smtp/mime_downgrade.h"
 #include "protocols/smtp/smtputf8.h"
 
 namespace ringmail::smtp {
@@ -352,6 +353,17 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
 
 engine::task<bool> client::transaction(const outbound_message& m, std::vector<delivery_outcome>& outcomes) {
     const store::envelope& env = *m.envelope;
+    // RFC 6152 §3: 8-bit content for a next hop without 8BITMIME is
+    // converted to 7 bit (Postfix does the same); a copy, on this rare path.
+    store::body_view body = m.body;
+    _converted.clear();
+    if (env.body == store::body_type::eight_bit_mime && !_caps.eight_bit_mime) {
+        std::string joined;
+        if (auto converted = downgrade_8bit_mime(m.body.joined(joined))) {
+            _converted = std::move(*converted);
+            body = store::body_view{_converted, {}};
+        }
+    }
     outcomes.assign(m.recipients.size(), delivery_outcome{});
     // A reply no step of the transaction can have (e.g. 250 to DATA, RFC
     // 5321 §4.3.2): the conversation is out of step (an extra or a missing
@@ -366,7 +378,7 @@ engine::task<bool> client::transaction(const outbound_message& m, std::vector<de
 
     _out.clear();
     fmt::format_to(std::back_inserter(_out), "MAIL FROM:<{}>", env.sender);
-    if (_caps.size) fmt::format_to(std::back_inserter(_out), " SIZE={}", m.body.size());
+    if (_caps.size) fmt::format_to(std::back_inserter(_out), " SIZE={}", body.size());
     if (_caps.eight_bit_mime && env.body == store::body_type::eight_bit_mime) _out.append(" BODY=8BITMIME");
     if (_caps.smtputf8 && env.smtputf8) _out.append(" SMTPUTF8");
     if (_caps.dsn) {
@@ -375,14 +387,14 @@ engine::task<bool> client::transaction(const outbound_message& m, std::vector<de
         if (!env.envid.empty()) fmt::format_to(std::back_inserter(_out), " ENVID={}", env.envid);
     }
     _out.append("\r\n");
-    if (_caps.size_limit != 0 && m.body.size() > _caps.size_limit) {
+    if (_caps.size_limit != 0 && body.size() > _caps.size_limit) {
         // RFC 1870 §6: the server announced it would refuse it; do not send it.
-        std::string why = fmt::format("552 5.3.4 message size {} exceeds size limit {} of {}", m.body.size(),
+        std::string why = fmt::format("552 5.3.4 message size {} exceeds size limit {} of {}", body.size(),
                                       _caps.size_limit, _peer_name);
         for (auto& o : outcomes) o = {552, why, {}};
         co_return true;
     }
-    if (env.smtputf8 && !_caps.smtputf8 && needs_smtputf8(env, m.recipients, m.body)) {
+    if (env.smtputf8 && !_caps.smtputf8 && needs_smtputf8(env, m.recipients, body)) {
         // RFC 6531 §3.5: cannot downgrade; a permanent failure for all.
         // (Flagged but plain ASCII where it matters: sent without the flag.)
         for (auto& o : outcomes) o = {550, "550 5.6.7 next hop does not support SMTPUTF8", {}};
@@ -450,10 +462,10 @@ engine::task<bool> client::transaction(const outbound_message& m, std::vector<de
     // the map without dot-stuffing (stored bodies are clean CRLF lines).
     const bool chunked = pipelining && _caps.chunking;
     if (chunked) {
-        fmt::format_to(std::back_inserter(_out), "BDAT {} LAST\r\n", m.body.size());
+        fmt::format_to(std::back_inserter(_out), "BDAT {} LAST\r\n", body.size());
         _iov.clear();
         _iov.push_back(iovec{_out.data(), _out.size()});
-        for (std::string_view piece : {m.body.head, m.body.tail}) {
+        for (std::string_view piece : {body.head, body.tail}) {
             if (!piece.empty()) _iov.push_back(iovec{const_cast<char*>(piece.data()), piece.size()});
         }
         if (!co_await send_iovecs()) co_return false;
@@ -531,7 +543,7 @@ engine::task<bool> client::transaction(const outbound_message& m, std::vector<de
         (void)ignored;
         co_return true;
     }
-    if (!co_await send_body(m.body)) co_return false;
+    if (!co_await send_body(body)) co_return false;
     reply fin = co_await read_reply();
     if (fin.code == 0) {
         // No final reply: the message may or may not have been taken; retry

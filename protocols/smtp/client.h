@@ -167,6 +167,7 @@ private:
     std::string _in;          // received bytes not parsed yet
     std::string _out;         // commands of the current pipelined group
     std::vector<iovec> _iov;  // body segments
+    std::string _converted;   // the body made 7-bit for this transaction (mime_downgrade.h)
     std::string _last_error;
     char _buf[4096];
 };

@@ -196,3 +196,48 @@ def test_ehlo_and_helo_refused(start_daemon, host, refusal, bounces):
     assert "Status: 5.7.1" in raw and msgid in raw, raw[:3000]
     first = [c.split()[0] for n, c in host.commands if n == 0]
     assert first == ["EHLO", "HELO", "QUIT"], first
+
+
+def _eight_bit_message(msgid: str) -> bytes:
+    return (f"From: alice@example.test\r\nTo: bob@example.test\r\nMessage-ID: <{msgid}>\r\n"
+            "Subject: 8-bit\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"XYZ\"\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\n"
+            "--XYZ\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+            "Gr\u00fc\u00dfe aus K\u00f6ln, \u20ac 5 = f\u00fcnf Euro \r\n" + "\u00e9" * 60 + "\r\n.leading dot\r\n"
+            "--XYZ\r\nContent-Type: text/plain\r\n\r\nplain ascii part\r\n--XYZ--\r\n").encode()
+
+
+@pytest.mark.parametrize("eight_bit_hop", [False, True], ids=["7bit-hop-converts", "8bitmime-hop-unchanged"])
+def test_8bit_mime_to_a_hop_without_8bitmime_is_converted(start_daemon, eight_bit_hop):
+    """RFC 6152 §3: 8-bit MIME content must not go to a server that did not offer
+    8BITMIME; as Postfix does, the 8-bit parts go quoted-printable. A hop that
+    offers 8BITMIME gets the message as it came."""
+    import email
+    import email.policy
+    caps = ("PIPELINING", "SIZE", "8BITMIME") if eight_bit_hop else ("PIPELINING", "SIZE")
+    h = ScriptedHost(capabilities=caps)
+    try:
+        d = start_daemon(h.address)
+        msgid = unique("8bit")
+        original = _eight_bit_message(msgid)
+        with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+            s.sendmail("alice@example.test", ["bob@example.test"], original, mail_options=["BODY=8BITMIME"])
+        [(mail, _, data)] = h.wait_messages(1, timeout=30)
+        if eight_bit_hop:
+            assert "BODY=8BITMIME" in mail
+            assert data.endswith(original), data[-300:]
+            return
+        assert "BODY=8BITMIME" not in mail
+        assert all(b < 0x80 for b in data), "8-bit octets sent to a 7-bit hop"
+        assert all(len(line) <= 998 for line in data.split(b"\r\n"))
+        # a MIME reader finds the same text in each part
+        sent = email.message_from_bytes(data, policy=email.policy.default)
+        orig = email.message_from_bytes(original, policy=email.policy.default)
+        assert sent["Content-Transfer-Encoding"] == "7bit"
+        got_parts = [p.get_content() for p in sent.iter_parts()]
+        want_parts = [p.get_content() for p in orig.iter_parts()]
+        assert got_parts == want_parts, (got_parts, want_parts)
+        assert list(sent.iter_parts())[0]["Content-Transfer-Encoding"] == "quoted-printable"
+        assert f"<{msgid}>" == sent["Message-ID"]
+    finally:
+        h.close()

@@ -1,0 +1,257 @@
+#include "protocols/smtp/mime_downgrade.h"
+
+#include "protocols/smtp/ascii.h"
+
+namespace ringmail::smtp {
+
+namespace {
+
+// Deeper nesting is sent as it is (a message that nests this deep is not
+// mail a person wrote; the walk must stay bounded).
+constexpr unsigned max_depth = 32;
+constexpr std::string_view crlf = "\r\n";
+
+bool has_8bit(std::string_view s) {
+    for (unsigned char c : s)
+        if (c >= 0x80) return true;
+    return false;
+}
+
+bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+std::string_view trim(std::string_view s) {
+    while (!s.empty() && is_space(s.front())) s.remove_prefix(1);
+    while (!s.empty() && is_space(s.back())) s.remove_suffix(1);
+    return s;
+}
+
+// The first token of a header value: "8bit (comment)" -> "8bit".
+std::string_view first_token(std::string_view value) {
+    value = trim(value);
+    size_t end = 0;
+    while (end < value.size() && !is_space(value[end]) && value[end] != ';' && value[end] != '(') ++end;
+    return value.substr(0, end);
+}
+
+// The boundary parameter of a Content-Type value, quoted or not ("" if none).
+std::string_view boundary_of(std::string_view value) {
+    size_t semi = value.find(';');
+    while (semi != std::string_view::npos) {
+        std::string_view rest = value.substr(semi + 1);
+        size_t eq = rest.find('=');
+        if (eq == std::string_view::npos) return {};
+        std::string_view name = trim(rest.substr(0, eq));
+        std::string_view v = trim(rest.substr(eq + 1));
+        size_t consumed;
+        std::string_view param;
+        if (!v.empty() && v.front() == '"') {
+            size_t close = v.find('"', 1);
+            if (close == std::string_view::npos) return {};
+            param = v.substr(1, close - 1);
+            consumed = close + 1;
+        } else {
+            size_t end = 0;
+            while (end < v.size() && v[end] != ';' && !is_space(v[end])) ++end;
+            param = v.substr(0, end);
+            consumed = end;
+        }
+        if (iequals(name, "boundary")) return param;
+        size_t next = v.substr(consumed).find(';');
+        if (next == std::string_view::npos) return {};
+        value = v.substr(consumed + next);
+        semi = 0;
+    }
+    return {};
+}
+
+struct entity {
+    std::string_view headers;  // the header fields, each with its CRLF
+    std::string_view body;     // after the empty line
+    bool separated = false;    // there was an empty line
+    std::string_view content_type;
+    std::string_view encoding;
+    size_t encoding_begin = std::string_view::npos, encoding_end = 0;  // the CTE field in `headers`
+};
+
+entity parse_entity(std::string_view e) {
+    entity out;
+    if (e.starts_with(crlf)) {
+        out.body = e.substr(2);
+        out.separated = true;
+    } else if (size_t end = e.find("\r\n\r\n"); end != std::string_view::npos) {
+        out.headers = e.substr(0, end + 2);
+        out.body = e.substr(end + 4);
+        out.separated = true;
+    } else {
+        out.headers = e;
+    }
+    // Fields: a line not starting with white space, and its continuation lines.
+    size_t pos = 0;
+    const std::string_view h = out.headers;
+    while (pos < h.size()) {
+        size_t end = pos;
+        do {
+            size_t eol = h.find(crlf, end);
+            end = eol == std::string_view::npos ? h.size() : eol + 2;
+        } while (end < h.size() && (h[end] == ' ' || h[end] == '\t'));
+        std::string_view field = h.substr(pos, end - pos);
+        size_t colon = field.find(':');
+        if (colon != std::string_view::npos) {
+            std::string_view name = trim(field.substr(0, colon));
+            std::string_view value = field.substr(colon + 1);
+            if (iequals(name, "Content-Type") && out.content_type.empty()) {
+                out.content_type = value;
+            } else if (iequals(name, "Content-Transfer-Encoding") && out.encoding_begin == std::string_view::npos) {
+                out.encoding = first_token(value);
+                out.encoding_begin = pos;
+                out.encoding_end = end;
+            }
+        }
+        pos = end;
+    }
+    return out;
+}
+
+bool declared_8bit(const entity& e) { return iequals(e.encoding, "8bit") || iequals(e.encoding, "binary"); }
+
+bool convert_entity(std::string_view e, std::string& out, unsigned depth);
+
+// Appends the multipart body with each part converted; true when one was.
+bool convert_multipart(std::string_view body, std::string_view boundary, std::string& out, unsigned depth) {
+    std::string delimiter = "--";
+    delimiter.append(boundary);
+    bool changed = false;
+    size_t copied = 0;                            // body[0, copied) is in out
+    size_t part_begin = std::string_view::npos;   // content of the open part
+    size_t pos = 0;
+    while (pos < body.size()) {
+        size_t eol = body.find(crlf, pos);
+        size_t line_end = eol == std::string_view::npos ? body.size() : eol;
+        std::string_view line = body.substr(pos, line_end - pos);
+        bool closing = false, is_delimiter = false;
+        if (line.starts_with(delimiter)) {
+            std::string_view rest = line.substr(delimiter.size());
+            closing = rest.starts_with("--");
+            if (closing) rest.remove_prefix(2);
+            is_delimiter = trim(rest).empty();
+        }
+        if (is_delimiter) {
+            // The CRLF before a delimiter belongs to it (RFC 2046 §5.1.1).
+            size_t content_end = pos >= 2 ? pos - 2 : 0;
+            if (part_begin != std::string_view::npos && content_end > part_begin) {
+                out.append(body.substr(copied, part_begin - copied));
+                changed |= convert_entity(body.substr(part_begin, content_end - part_begin), out, depth + 1);
+                copied = content_end;
+            }
+            part_begin = closing ? std::string_view::npos : (eol == std::string_view::npos ? body.size() : eol + 2);
+            if (closing) break;
+        }
+        pos = eol == std::string_view::npos ? body.size() : eol + 2;
+    }
+    if (part_begin != std::string_view::npos && part_begin < body.size()) {  // no closing delimiter
+        out.append(body.substr(copied, part_begin - copied));
+        changed |= convert_entity(body.substr(part_begin), out, depth + 1);
+        copied = body.size();
+    }
+    out.append(body.substr(copied));
+    return changed;
+}
+
+// Appends `e` converted; true when something in it was.
+bool convert_entity(std::string_view e, std::string& out, unsigned depth) {
+    if (depth > max_depth || !has_8bit(e)) {
+        out.append(e);
+        return false;
+    }
+    entity parsed = parse_entity(e);
+    std::string_view type = first_token(parsed.content_type);
+    std::string body;
+    std::string_view new_encoding;
+    if (size_t slash = type.find('/'); slash != std::string_view::npos && iequals(type.substr(0, slash), "multipart")) {
+        std::string_view boundary = boundary_of(parsed.content_type);
+        if (boundary.empty() || !convert_multipart(parsed.body, boundary, body, depth)) {
+            out.append(e);
+            return false;
+        }
+        if (declared_8bit(parsed)) new_encoding = "7bit";
+    } else if (iequals(type, "message/rfc822")) {
+        if (!convert_entity(parsed.body, body, depth + 1)) {
+            out.append(e);
+            return false;
+        }
+        if (declared_8bit(parsed)) new_encoding = "7bit";
+    } else if (declared_8bit(parsed) && has_8bit(parsed.body)) {
+        append_quoted_printable(parsed.body, body);
+        new_encoding = "quoted-printable";
+    } else {
+        out.append(e);
+        return false;
+    }
+    if (new_encoding.empty()) {
+        out.append(parsed.headers);
+    } else {
+        out.append(parsed.headers.substr(0, parsed.encoding_begin));
+        out.append("Content-Transfer-Encoding: ");
+        out.append(new_encoding);
+        out.append(crlf);
+        out.append(parsed.headers.substr(parsed.encoding_end));
+    }
+    if (parsed.separated) out.append(crlf);
+    out.append(body);
+    return true;
+}
+
+void append_encoded_line(std::string_view line, std::string& out) {
+    static constexpr char hex[] = "0123456789ABCDEF";
+    size_t col = 0;
+    for (size_t i = 0; i < line.size(); ++i) {
+        unsigned char c = static_cast<unsigned char>(line[i]);
+        bool last = i + 1 == line.size();
+        bool literal = (c >= 33 && c <= 126 && c != '=') || ((c == ' ' || c == '\t') && !last);
+        size_t width = literal ? 1 : 3;
+        // 76 characters a line at most, the '=' of a soft break included.
+        if (col + width > (last ? 76 : 75)) {
+            out.append("=\r\n");
+            col = 0;
+            // A continuation line starting "--" could read as a MIME boundary.
+            if (c == '-') {
+                literal = false;
+                width = 3;
+            }
+        }
+        if (literal) {
+            out.push_back(static_cast<char>(c));
+        } else {
+            out.push_back('=');
+            out.push_back(hex[c >> 4]);
+            out.push_back(hex[c & 15]);
+        }
+        col += width;
+    }
+}
+
+}  // namespace
+
+void append_quoted_printable(std::string_view text, std::string& out) {
+    size_t pos = 0;
+    while (pos < text.size()) {
+        size_t eol = text.find(crlf, pos);
+        if (eol == std::string_view::npos) {
+            append_encoded_line(text.substr(pos), out);
+            return;
+        }
+        append_encoded_line(text.substr(pos, eol - pos), out);
+        out.append(crlf);
+        pos = eol + 2;
+    }
+}
+
+std::optional<std::string> downgrade_8bit_mime(std::string_view message) {
+    if (!has_8bit(message)) return std::nullopt;
+    std::string out;
+    out.reserve(message.size() + message.size() / 4);
+    if (!convert_entity(message, out, 0)) return std::nullopt;
+    return out;
+}
+
+}  // namespace ringmail::smtp
