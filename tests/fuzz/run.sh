@@ -31,7 +31,7 @@ jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
 junit="$build/fuzz-junit.xml"
 py=/usr/bin/python3
 all_targets=(fuzz_smtp_command fuzz_smtp_address fuzz_smtp_data_reader fuzz_smtp_reply
-             fuzz_smtp_dot_stuffing fuzz_store_envelope)
+             fuzz_smtp_dot_stuffing fuzz_store_envelope fuzz_smtp_mime_downgrade)
 read -r -a targets <<<"${FUZZ_TARGETS:-${all_targets[*]}}"
 
 infra() { echo "fuzz/run.sh: $*" >&2; rm -f "$junit"; exit 2; }
