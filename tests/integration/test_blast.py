@@ -453,6 +453,8 @@ def test_relay_over_bdat_per_recipient_outcomes(start_daemon, blast_sink):
     (["send", "--to", "127.0.0.1:1", "--messages", "1", "--connections", "100000000"], "ulimit -n"),
     (["sink", "--listen", "127.0.0.1:1", "--tempfail-percent", "60", "--permfail-percent", "60"], "more than 100"),
     (["sink", "--listen", "127.0.0.1:1", "--duration", "-1"], "--duration"),
+    (["send", "--to", "127.0.0.1:1", "--messages", "1", "--size", "18014398509481985k"], "too large"),
+    (["send", "--to", "127.0.0.1:1", "--messages", "1", "--domain-list", ",,"], "--domain-list"),
 ], ids=lambda v: v if isinstance(v, str) else "-".join(v[:1] + v[-2:]))
 def test_bad_values_are_usage_errors(args, needle):
     r = subprocess.run([str(BLAST), *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=10)
@@ -578,3 +580,114 @@ def test_sink_listens_on_a_v4_mapped_loopback_address(tmp_path):
         assert sink.stop()["messages"] == 1
     finally:
         sink.kill()
+
+
+# --------------------------------------------------------------------------- review of 2026-12-05
+def test_sink_expect_takes_exactly_n_and_refuses_the_rest(blast_sink):
+    """--expect N: exactly N messages are accepted, whatever the shards race;
+    the rest get 421 (the sender counts them as not delivered), and every
+    accepted message's 250 reaches the sender before the sink exits."""
+    sink = blast_sink("--expect", "300", "--threads", "2")
+    rc, sent, err = blast_send(sink.address, "--messages", "2000", "--connections", "8", "--bdat", "--window", "16",
+                               "--allow-failures")
+    got = sink.wait()
+    assert got["messages"] == 300, got
+    assert sent["messages"] == 300, (sent, got)   # what the sink counted is what the sender saw accepted
+    assert got["over_expect"] > 0, got
+    assert sent["replies"].get("421", 0) > 0 or sent["lost"] > 0, sent
+
+
+def test_sink_protocol_checks_seen_by_smtplib(blast_sink):
+    sink = blast_sink("--size-limit", "0")
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as c:
+        assert c.docmd("HELO")[0] == 501
+        assert c.docmd("EHLO")[0] == 501
+        code, _ = c.ehlo("client.example.test")
+        assert code == 250 and c.esmtp_features.get("size") == "0"  # RFC 1870: no fixed limit
+        # RFC 3030: BDAT and DATA do not mix in one transaction
+        assert c.docmd("MAIL FROM:<a@b.test>")[0] == 250
+        assert c.docmd("RCPT TO:<x@D1.Example.TEST>")[0] == 250
+        c.send(b"BDAT 5\r\nhello")
+        assert c.getreply()[0] == 250
+        assert c.docmd("DATA")[0] == 503
+        assert c.docmd("RSET")[0] == 250
+        # no size limit: a 300 KB message is taken
+        big = make_message("big@client.example.test", body=(b"y" * 998 + b"\r\n") * 300)
+        assert c.sendmail("alice@example.test", ["bob@d1.example.test"], big) == {}
+        assert c.sendmail("alice@example.test", ["bob@D1.EXAMPLE.test"], make_message("m2@c.test")) == {}
+    got = sink.stop()
+    assert got["messages"] == 2, got
+    assert got["per_domain"] == {"d1.example.test": 2}, got  # domains are case-insensitive
+
+
+def test_sink_ids_file_is_complete_at_sigusr1(blast_sink, tmp_path):
+    ids = tmp_path / "ids.txt"
+    sink = blast_sink("--ids-file", str(ids))
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as c:
+        for i in range(20):
+            c.sendmail("alice@example.test", ["bob@d1.example.test"], make_message(f"u{i}@c.test"))
+    sink.proc.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 10
+    while len(ids.read_text().splitlines()) < 20 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(ids.read_text().splitlines()) == 20  # while the sink still runs
+    assert sink.stop()["messages"] == 20
+
+
+def test_duration_run_that_sends_nothing_fails():
+    dead = f"127.0.0.1:{free_port()}"
+    r = subprocess.run([str(BLAST), "send", "--to", dead, "--connections", "2", "--duration", "30", "--json", "-q"],
+                       stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    doc = json.loads(r.stdout)
+    assert r.returncode == 1, (r.returncode, r.stderr)
+    assert doc["ended_early"] is True and doc["messages"] == 0, doc
+    assert "gave up" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("mode", [[], ["--pipelining", "off"], ["--bdat", "--window", "4"], ["--window", "4"]],
+                         ids=["pipelined", "one-by-one", "bdat-window", "data-window"])
+def test_a_refused_mail_refuses_no_recipient(blast_sink, mode):
+    """MAIL refused (552, too big): the 503s its pipelined RCPTs get are not
+    recipient refusals; every mode counts the same."""
+    sink = blast_sink("--size-limit", "1000")
+    rc, sent, err = blast_send(sink.address, "--messages", "10", "--rcpts", "3", "--size", "4k", "--connections", "1",
+                               *mode)
+    sink.stop()
+    assert rc == 1 and sent["refused"] == 10, (sent, err)
+    assert sent["rcpt_refusals"] == 0, sent
+    assert sent["replies"] == {"552": 10}, sent
+
+
+def test_out_of_step_reply_to_data_is_lost_not_refused(tmp_path):
+    """250 to DATA (RFC 5321 §4.3.2 allows 354 or an error): no body was taken
+    and none refused; counted as lost, and the connection is not reused."""
+    from scripted_host import ScriptedHost
+    host = ScriptedHost()
+    host.answer = lambda stage, conn, st: "250 2.0.0 fine" if stage == "data" else None
+    try:
+        rc, doc, err = blast_send(host.address, "--messages", "3", "--connections", "1")
+        assert rc == 1 and doc["messages"] == 0 and doc["lost"] >= 1 and doc["refused"] == 0, doc
+        assert "250" not in doc["replies"], doc
+    finally:
+        host.close()
+
+
+def test_bdat_without_chunking_is_reported(tmp_path):
+    from scripted_host import ScriptedHost
+    host = ScriptedHost()  # PIPELINING, 8BITMIME, SIZE: no CHUNKING
+    try:
+        rc, doc, err = blast_send(host.address, "--messages", "3", "--connections", "1", "--bdat")
+        assert rc == 0 and doc["messages"] == 3, (doc, err)
+        assert doc["bdat_unavailable"] is True, doc
+        assert "did not offer CHUNKING" in err, err
+    finally:
+        host.close()
+
+
+def test_seed_zero_is_a_seed(blast_sink, tmp_path):
+    ids = tmp_path / "ids.txt"
+    sink = blast_sink("--ids-file", str(ids))
+    rc, doc, err = blast_send(sink.address, "--messages", "5", "--seed", "0")
+    assert rc == 0 and doc["seed"] == 0, doc
+    sink.stop()
+    assert sorted(ids.read_text().split()) == [f"<0-{i}@blast>" for i in range(5)]

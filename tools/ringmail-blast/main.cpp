@@ -106,6 +106,7 @@ int main(int argc, char** argv) {
         "Sink signals: TERM/INT print the summary and exit, USR1 prints the summary to stderr.");
     if (auto status = ringmail::tools::parse_command_line(app, "ringmail-blast", argc, argv)) return *status;
 
+    so.seed_given = send->count("--seed") > 0;  // --seed 0 is a seed too
     if (send->parsed()) return run_send(so);
     return run_sink(ko);
 }

@@ -60,6 +60,8 @@ struct send_state {
     std::atomic<uint64_t> next_index{0};
     std::atomic<bool> stop{false};
     std::atomic<unsigned> finished{0};
+    // --bdat, but a server did not offer CHUNKING: DATA was used (reported).
+    std::atomic<bool> bdat_unavailable{false};
 
     // A condition that makes the whole run meaningless (e.g. --starttls and
     // the server does not offer it): the first one is kept and the run stops.
@@ -600,6 +602,11 @@ void connection::build_message(uint64_t idx) {
     _msg.append(_tail);
 }
 
+// A 2xx or 3xx to DATA other than 354 is out of step (RFC 5321 §4.3.2): the
+// server did not take a body, nor did it refuse one; the state of the
+// connection is unknown, so the message counts as lost and it is closed.
+bool out_of_step_data_reply(int c) { return c != 354 && (c / 100 == 2 || c / 100 == 3); }
+
 engine::task<connection::outcome> connection::transact(int& code) {
     auto& stats = _ctx.stats;
     _cmd.clear();
@@ -631,7 +638,8 @@ engine::task<connection::outcome> connection::transact(int& code) {
             if (c == 0) co_return outcome::lost;
             if (c / 100 == 2) ++accepted;
             else {
-                stats.rcpt_refusals.add();
+                // After a refused MAIL the RCPT replies (503) refuse nobody.
+                if (mail_code / 100 == 2) stats.rcpt_refusals.add();
                 last_rcpt_code = c;
             }
         }
@@ -647,6 +655,7 @@ engine::task<connection::outcome> connection::transact(int& code) {
             code = mail_code / 100 != 2 ? mail_code : accepted == 0 ? last_rcpt_code : c;
             co_return outcome::refused;
         }
+        if (out_of_step_data_reply(c)) co_return outcome::lost;
         if (c != 354) {
             code = mail_code / 100 != 2 ? mail_code : accepted == 0 ? last_rcpt_code : c;
             co_return outcome::refused;
@@ -701,7 +710,7 @@ engine::task<connection::outcome> connection::transact(int& code) {
         }
         if (!co_await send_all("DATA\r\n")) co_return outcome::lost;
         int c = co_await read_reply();
-        if (c == 0) co_return outcome::lost;
+        if (c == 0 || out_of_step_data_reply(c)) co_return outcome::lost;
         if (c != 354) {
             code = c;
             co_return outcome::refused;
@@ -774,7 +783,7 @@ engine::task<bool> connection::run_bdat_batches(bool& done) {
                     if (c == 0) break;
                     if (c / 100 == 2) ++accepted;
                     else {
-                        stats.rcpt_refusals.add();
+                        if (mail_code / 100 == 2) stats.rcpt_refusals.add();
                         last_rcpt_code = c;
                     }
                 }
@@ -825,12 +834,12 @@ engine::task<bool> connection::run_data_chain(bool& done) {
             if (c == 0) break;
             if (c / 100 == 2) ++accepted;
             else {
-                stats.rcpt_refusals.add();
+                if (mail_code / 100 == 2) stats.rcpt_refusals.add();
                 last_rcpt_code = c;
             }
         }
         if (c != 0) c = co_await read_reply();
-        if (c == 0) {
+        if (c == 0 || out_of_step_data_reply(c)) {
             count(outcome::lost, 0, 0);
             co_return false;
         }
@@ -914,6 +923,7 @@ engine::task<void> connection::run() {
             continue;
         }
         failures = 0;
+        if (_opts.bdat && !_bdat) _st.bdat_unavailable.store(true, std::memory_order_relaxed);
         if (_pipelining && _opts.window > 1 && _opts.rate <= 0) {
             bool ok = _bdat ? co_await run_bdat_batches(done) : co_await run_data_chain(done);
             if (ok && done) co_await quit();
@@ -978,6 +988,7 @@ uint64_t parse_bytes(std::string_view s) {
     else if (unit == "m" || unit == "M" || unit == "MiB") mult = 1024 * 1024;
     else throw std::runtime_error("bad size unit in '" + std::string(s) + "' (use k or m)");
     if (n == 0) throw std::runtime_error("size must be positive: '" + std::string(s) + "'");
+    if (n > UINT64_MAX / mult) throw std::runtime_error("size too large: '" + std::string(s) + "'");
     return n * mult;
 }
 
@@ -1052,7 +1063,7 @@ std::vector<size_class> parse_sizes(const std::string& text) {
 
 int run_send(const send_options& given) {
     send_options opts = given;
-    if (opts.seed == 0)
+    if (!opts.seed_given)
         opts.seed = mix(uint64_t(std::chrono::system_clock::now().time_since_epoch().count()) ^ uint64_t(::getpid())) % 1000000000ULL + 1;
     log::set_program_name("ringmail-blast");
     auto fail = [](const std::string& why) {
@@ -1127,7 +1138,12 @@ int run_send(const send_options& given) {
         st.cumulative.push_back(sum);
         max_size = std::max(max_size, c.bytes);
     }
-    if (!opts.domain_list.empty()) st.domains = split_list(opts.domain_list);
+    if (!opts.domain_list.empty()) {
+        st.domains = split_list(opts.domain_list);
+        if (st.domains.empty()) return fail("--domain-list: no domain given");
+        for (const auto& d : st.domains)
+            if (d.find_first_of(" \t\r\n<>@") != std::string::npos) return fail("--domain-list: bad domain '" + d + "'");
+    }
     if (st.domains.empty())
         for (unsigned i = 1; i <= std::max(1u, opts.domains); ++i) st.domains.push_back(fmt::format("d{}.example.test", i));
     st.body_template = make_body_template(size_t(max_size) + 2 * line_bytes);
@@ -1179,6 +1195,7 @@ int run_send(const send_options& given) {
     uint64_t last_accepted = 0;
     clock_type::time_point stop_at{};
     bool interrupted = false;
+    bool duration_reached = false;
     while (st.finished.load() < opts.connections) {
         timespec ts{0, 50'000'000};
         int sig = sigtimedwait(&signals, nullptr, &ts);
@@ -1188,8 +1205,11 @@ int run_send(const send_options& given) {
             stop_at = clock_type::now() + 3s;
         }
         if (opts.duration_s > 0 && !st.stop && seconds() >= opts.duration_s) {
+            // In-flight transactions get 3 s (or --timeout, when shorter) to
+            // finish, as after SIGTERM: the run ends close to --duration.
             st.stop = true;
-            stop_at = clock_type::now() + std::chrono::seconds(opts.timeout_s);
+            duration_reached = true;
+            stop_at = clock_type::now() + std::min<std::chrono::seconds>(3s, std::chrono::seconds(opts.timeout_s));
         }
         // A fatal condition set by a connection: give the others a moment to finish.
         if (st.stop && stop_at == clock_type::time_point{}) stop_at = clock_type::now() + 3s;
@@ -1233,6 +1253,9 @@ int run_send(const send_options& given) {
         if (!c->last_auth_error.empty()) last_auth_error = c->last_auth_error;
     }
     bool nobody_authenticated = !opts.auth.empty() && t.auth_connections == 0;
+    // A --duration run whose connections all gave up (dead target, refused
+    // greetings) before the time was up measured nothing: a failure.
+    const bool ended_early = opts.duration_s > 0 && !interrupted && !duration_reached && fatal.empty();
     if (opts.json) {
         nlohmann::json j;
         j["messages"] = t.accepted;
@@ -1255,6 +1278,8 @@ int run_send(const send_options& given) {
         j["tls_connections"] = t.tls_connections;
         j["auth_connections"] = t.auth_connections;
         j["auth_failures"] = t.auth_failures;
+        j["ended_early"] = ended_early;
+        if (opts.bdat) j["bdat_unavailable"] = st.bdat_unavailable.load();
         if (!fatal.empty()) j["error"] = fatal;
         if (!last_error.empty()) j["last_connect_error"] = last_error;
         if (!last_auth_error.empty()) j["last_auth_error"] = last_auth_error;
@@ -1297,9 +1322,16 @@ int run_send(const send_options& given) {
     if (t.connect_errors > 0 && !last_error.empty())
         std::fprintf(stderr, "ringmail-blast send: %llu connection attempt(s) failed; last: %s\n",
                      (unsigned long long)t.connect_errors, last_error.c_str());
+    if (st.bdat_unavailable.load())
+        std::fprintf(stderr, "ringmail-blast send: warning: --bdat, but a server did not offer CHUNKING: DATA was used\n");
+    if (ended_early)
+        std::fprintf(stderr, "ringmail-blast send: every connection gave up after %.1f s, before --duration %.0f s ended\n",
+                     elapsed, opts.duration_s);
+    const bool nothing_sent = !interrupted && t.attempted == 0;
+    if (nothing_sent && !ended_early) std::fprintf(stderr, "ringmail-blast send: no message was sent\n");
     // A run that measured something else than asked (no TLS, nobody
-    // authenticated) fails even with --allow-failures.
-    if (!fatal.empty() || nobody_authenticated) return 1;
+    // authenticated) or nothing at all fails even with --allow-failures.
+    if (!fatal.empty() || nobody_authenticated || ended_early || nothing_sent) return 1;
     // A recipient refused is a message that did not reach everyone it was for.
     return (errors > 0 || t.rcpt_refusals > 0 || t.auth_failures > 0) && !opts.allow_failures ? 1 : 0;
 }

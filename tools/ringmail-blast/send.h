@@ -9,7 +9,7 @@
 //     message i is due at start + i/N, whichever connection is free takes it
 //     (a late message is sent at once; latency is still measured from its
 //     end of data, so queueing before the send is not in the numbers).
-//   - Each message: Message-ID <seed-conn-seq@blast> (unique per run and seed),
+//   - Each message: Message-ID <seed-n@blast>, n its number (unique per run and seed),
 //     X-Blast-Checksum over the body (see common.h), printable CRLF lines of
 //     at most 78 characters, some starting with "." so dot-stuffing is
 //     exercised; sent dot-stuffed after DATA, or raw with BDAT.
@@ -78,7 +78,8 @@ struct send_options {
     // after the end-of-data dot (the content still waits for 354).
     unsigned window = 1;
     double rate = 0;  // msgs/s; 0: closed loop
-    uint64_t seed = 0;  // 0: chosen from the clock, reported in the summary
+    uint64_t seed = 0;
+    bool seed_given = false;  // else the seed is chosen from the clock (reported in the summary)
     unsigned threads = 1;
     bool json = false;
     bool quiet = false;

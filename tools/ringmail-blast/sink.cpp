@@ -107,7 +107,11 @@ private:
 struct sink_state {
     const sink_options* opts = nullptr;
     std::atomic<uint64_t> messages{0}, bytes{0}, checksum_failures{0}, checksum_ok{0}, unverified{0}, duplicates{0},
-        dropped{0}, tempfailed{0}, permfailed{0}, greylisted{0}, connections_total{0}, refused_connections{0};
+        dropped{0}, tempfailed{0}, permfailed{0}, greylisted{0}, connections_total{0}, refused_connections{0},
+        over_expect{0};
+    // --expect N: messages take a number here before they are counted, so
+    // exactly N are accepted however many shards race; the rest get 421.
+    std::atomic<uint64_t> reserved{0};
     std::atomic<int> connections_open{0};
     std::atomic<double> expect_reached_at{0};  // wall clock (Unix seconds) of the --expect'th message
     // Wall clock of the first and the latest accepted message: the rate is
@@ -270,6 +274,8 @@ private:
     action on_rcpt(std::string_view arg);
     action start_content();
     void end_of_message();
+    // --expect N reached: no more mail is taken on this connection.
+    bool expect_reached() const;
     void reset_transaction() {
         _has_mail = false;
         _rcpt_count = 0;
@@ -298,6 +304,7 @@ private:
     phase _phase = phase::command;
     std::string _pending, _out;
     unsigned _replies = 0;
+    bool _close_after_reply = false;  // a 421 went out: close once it is sent
     bool _has_mail = false;
     unsigned _rcpt_count = 0;
     std::string _domains;  // accepted recipient domains, '\n'-terminated each
@@ -470,6 +477,7 @@ sink_session::action sink_session::process_input(std::string_view in, size_t& co
                 if (!r.done) return action::need_more;
                 _phase = phase::command;
                 end_of_message();
+                if (_close_after_reply) return action::close;
                 break;
             }
             case phase::bdat: {
@@ -489,6 +497,7 @@ sink_session::action sink_session::process_input(std::string_view in, size_t& co
                     if (_bdat_last) reset_transaction();
                 } else if (_bdat_last) {
                     end_of_message();
+                    if (_close_after_reply) return action::close;
                 } else {
                     replyf("250 2.0.0 {} octets received", _body.bytes);
                 }
@@ -502,6 +511,10 @@ sink_session::action sink_session::process_input(std::string_view in, size_t& co
 sink_session::action sink_session::on_command(const smtp::command_parse& p) {
     switch (p.cmd) {
         case verb::ehlo:
+            if (trim(p.argument).empty()) {
+                reply("501 5.5.4 Syntax: EHLO hostname");
+                return action::need_more;
+            }
             reset_transaction();
             reply(fmt::format("250-{}", _opts.hostname));
             reply("250-PIPELINING");
@@ -512,6 +525,10 @@ sink_session::action sink_session::on_command(const smtp::command_parse& p) {
             _replies -= 5;  // one reply, six lines
             return action::need_more;
         case verb::helo:
+            if (trim(p.argument).empty()) {
+                reply("501 5.5.4 Syntax: HELO hostname");
+                return action::need_more;
+            }
             reset_transaction();
             reply(fmt::format("250 {}", _opts.hostname));
             return action::need_more;
@@ -520,12 +537,17 @@ sink_session::action sink_session::on_command(const smtp::command_parse& p) {
                 reply("503 5.5.1 Error: nested MAIL command");
                 return action::need_more;
             }
+            if (expect_reached()) {
+                _ctx.state->over_expect.fetch_add(1, std::memory_order_relaxed);
+                reply("421 4.3.2 sink: the expected number of messages has arrived, closing");
+                return action::close;
+            }
             auto m = smtp::parse_mail_from(p.argument);
             if (!m) {
                 reply("501 5.5.4 Syntax error in MAIL FROM");
                 return action::need_more;
             }
-            if (m->params.has_size && m->params.size > _opts.size_limit) {
+            if (m->params.has_size && _opts.size_limit != 0 && m->params.size > _opts.size_limit) {
                 reply("552 5.3.4 Message size exceeds fixed limit");
                 return action::need_more;
             }
@@ -536,6 +558,11 @@ sink_session::action sink_session::on_command(const smtp::command_parse& p) {
         }
         case verb::rcpt: return on_rcpt(p.argument);
         case verb::data:
+            if (_bdat_started) {
+                // RFC 3030 §2: a transaction uses BDAT or DATA, never both.
+                reply("503 5.5.1 Error: BDAT in progress, DATA not allowed");
+                return action::need_more;
+            }
             if (!_has_mail) {
                 reply("503 5.5.1 Error: need MAIL command");
                 return action::need_more;
@@ -574,6 +601,7 @@ sink_session::action sink_session::on_command(const smtp::command_parse& p) {
                     reset_transaction();
                 } else {
                     end_of_message();
+                    if (_close_after_reply) return action::close;
                 }
             } else if (n == 0) {
                 _phase = phase::command;
@@ -623,10 +651,18 @@ sink_session::action sink_session::on_rcpt(std::string_view arg) {
         return action::need_more;
     }
     ++_rcpt_count;
+    // Domains are case-insensitive (RFC 5321 §2.4): counted in lower case.
+    size_t from = _domains.size();
     _domains.append(r->path.domain.empty() ? std::string_view("(none)") : r->path.domain);
+    for (size_t i = from; i < _domains.size(); ++i)
+        if (_domains[i] >= 'A' && _domains[i] <= 'Z') _domains[i] = char(_domains[i] - 'A' + 'a');
     _domains.push_back('\n');
     reply("250 2.1.5 Ok");
     return action::need_more;
+}
+
+bool sink_session::expect_reached() const {
+    return _opts.expect > 0 && _ctx.state->reserved.load(std::memory_order_relaxed) >= _opts.expect;
 }
 
 sink_session::action sink_session::start_content() {
@@ -637,7 +673,7 @@ sink_session::action sink_session::start_content() {
 
 void sink_session::end_of_message() {
     auto& st = *_ctx.state;
-    if (_body.bytes > _opts.size_limit) {
+    if (_opts.size_limit != 0 && _body.bytes > _opts.size_limit) {
         // Over the SIZE it announced (a client that sent no SIZE=, or lied).
         reply("552 5.3.4 Message size exceeds fixed limit");
         reset_transaction();
@@ -657,6 +693,14 @@ void sink_session::end_of_message() {
     if (_opts.greylist && !msgid.empty()) {
         std::lock_guard lock(st.mutex);
         greylisted = st.grey.insert(id_hash);
+    }
+    if (!greylisted && _opts.expect > 0 && st.reserved.fetch_add(1, std::memory_order_relaxed) >= _opts.expect) {
+        // Past --expect: refused, not counted (the client learns it was not taken).
+        st.over_expect.fetch_add(1, std::memory_order_relaxed);
+        reply("421 4.3.2 sink: the expected number of messages has arrived, closing");
+        _close_after_reply = true;
+        reset_transaction();
+        return;
     }
     if (!greylisted) {
         // Duplicates are counted in finish_checks(), for all the messages of
@@ -737,6 +781,7 @@ nlohmann::json summary_json(sink_state& st, double seconds) {
     j["unverified"] = st.unverified.load();
     j["duplicates"] = st.duplicates.load();
     j["dropped"] = st.dropped.load();
+    j["over_expect"] = st.over_expect.load();  // refused with 421: --expect had been reached
     j["tempfailed_rcpts"] = st.tempfailed.load();
     j["permfailed_rcpts"] = st.permfailed.load();
     j["greylisted"] = st.greylisted.load();
@@ -759,12 +804,14 @@ std::string summary_text(sink_state& st, double seconds) {
     std::string s = fmt::format(
         "sink: {} messages in {:.2f} s ({:.0f} msg/s over {:.2f} s from the first to the last), {} bytes; "
         "checksum ok {} failed {} unverified {}; "
-        "duplicates {}; dropped {}; tempfail rcpts {}; permfail rcpts {}; greylisted {}; connections {} (refused {})\n",
+        "duplicates {}; dropped {}; tempfail rcpts {}; permfail rcpts {}; greylisted {}; over --expect {}; "
+        "connections {} (refused {})\n",
         j["messages"].get<uint64_t>(), seconds, j["msgs_per_sec"].get<double>(), j["receiving_seconds"].get<double>(),
         j["bytes"].get<uint64_t>(),
         j["checksum_ok"].get<uint64_t>(), j["checksum_failures"].get<uint64_t>(), j["unverified"].get<uint64_t>(),
         j["duplicates"].get<uint64_t>(), j["dropped"].get<uint64_t>(), j["tempfailed_rcpts"].get<uint64_t>(),
-        j["permfailed_rcpts"].get<uint64_t>(), j["greylisted"].get<uint64_t>(), j["connections"].get<uint64_t>(),
+        j["permfailed_rcpts"].get<uint64_t>(), j["greylisted"].get<uint64_t>(), j["over_expect"].get<uint64_t>(),
+        j["connections"].get<uint64_t>(),
         j["refused_connections"].get<uint64_t>());
     for (auto& [k, v] : j["per_domain"].items()) s += fmt::format("  {} {}\n", k, v.get<uint64_t>());
     return s;
@@ -862,27 +909,43 @@ int run_sink(const sink_options& opts) {
     auto next_progress = start + 1s;
     uint64_t last_messages = 0;
     bool interactive = ::isatty(2);
+    auto flush_ids = [&] {
+        if (st.ids_file == nullptr) return;
+        std::lock_guard lock(st.mutex);
+        std::fflush(st.ids_file);
+    };
+    clock::time_point expect_seen{};
     for (;;) {
-        timespec ts{0, 100'000'000};
+        timespec ts{0, expect_seen == clock::time_point{} ? 100'000'000 : 20'000'000};
         int sig = sigtimedwait(&signals, nullptr, &ts);
         if (sig == SIGTERM || sig == SIGINT) break;
         if (sig == SIGUSR1) {
+            flush_ids();
             std::fputs(summary_text(st, seconds()).c_str(), stderr);
             std::fflush(stderr);
         }
-        if (opts.expect > 0 && st.messages.load() >= opts.expect) break;
+        if (opts.expect > 0 && st.messages.load() >= opts.expect) {
+            // The last replies are on their way: the senders' connections
+            // close after them (QUIT, or the 421 that refuses more mail);
+            // connections that stay open idle are cut after 200 ms.
+            if (expect_seen == clock::time_point{}) expect_seen = clock::now();
+            if (st.connections_open.load() == 0 || clock::now() - expect_seen >= 200ms) break;
+        }
         if (opts.duration_s > 0 && seconds() >= opts.duration_s) break;
         auto now = clock::now();
-        if (!opts.quiet && now >= next_progress) {
+        if (now >= next_progress) {
             next_progress += 1s;
-            uint64_t m = st.messages.load();
-            std::fprintf(stderr, "%ssink: %.0fs %llu msgs (%llu/s) conns %d ckfail %llu dup %llu%s",
-                         interactive ? "\r" : "", seconds(), (unsigned long long)m,
-                         (unsigned long long)(m - last_messages), st.connections_open.load(),
-                         (unsigned long long)st.checksum_failures.load(), (unsigned long long)st.duplicates.load(),
-                         interactive ? "   " : "\n");
-            std::fflush(stderr);
-            last_messages = m;
+            flush_ids();  // a reader of the file sees it grow
+            if (!opts.quiet) {
+                uint64_t m = st.messages.load();
+                std::fprintf(stderr, "%ssink: %.0fs %llu msgs (%llu/s) conns %d ckfail %llu dup %llu%s",
+                             interactive ? "\r" : "", seconds(), (unsigned long long)m,
+                             (unsigned long long)(m - last_messages), st.connections_open.load(),
+                             (unsigned long long)st.checksum_failures.load(), (unsigned long long)st.duplicates.load(),
+                             interactive ? "   " : "\n");
+                std::fflush(stderr);
+                last_messages = m;
+            }
         }
     }
     double elapsed = seconds();
