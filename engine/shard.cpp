@@ -214,16 +214,24 @@ std::vector<int> make_listen_group(net::socket_address& addr, unsigned count, in
     if (addr.port() != 0) {
         // A bind without SO_REUSEPORT fails on a port anyone listens on,
         // whatever options that listener set (SO_REUSEADDR still allows
-        // TIME_WAIT leftovers of our own earlier run).
-        int probe = ::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (probe < 0) throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
-        int one = 1;
-        setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (addr.family() == AF_INET6) setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        int rc = ::bind(probe, addr.sockaddr_ptr(), addr.length());
-        int e = errno;
-        ::close(probe);
-        if (rc < 0) throw std::runtime_error("cannot listen on " + addr.to_string() + ": " + std::strerror(e));
+        // TIME_WAIT leftovers of our own earlier run). A process killed a
+        // moment ago (kill -9, then a restart) may still hold its listeners
+        // while the kernel tears its io_uring down: a busy port is tried
+        // again for up to 2 s before it counts as taken.
+        for (int attempt = 0;; ++attempt) {
+            int probe = ::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0);
+            if (probe < 0) throw std::runtime_error("socket: " + std::string(std::strerror(errno)));
+            int one = 1;
+            setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+            if (addr.family() == AF_INET6) setsockopt(probe, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+            int rc = ::bind(probe, addr.sockaddr_ptr(), addr.length());
+            int e = errno;
+            ::close(probe);
+            if (rc == 0) break;
+            if (e != EADDRINUSE || attempt == 20)
+                throw std::runtime_error("cannot listen on " + addr.to_string() + ": " + std::strerror(e));
+            ::usleep(100'000);
+        }
     }
     std::vector<int> fds;
     try {
