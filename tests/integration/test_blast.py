@@ -691,3 +691,16 @@ def test_seed_zero_is_a_seed(blast_sink, tmp_path):
     assert rc == 0 and doc["seed"] == 0, doc
     sink.stop()
     assert sorted(ids.read_text().split()) == [f"<0-{i}@blast>" for i in range(5)]
+
+
+def test_sink_rate_counts_the_gaps_between_messages(blast_sink):
+    """n messages from the first to the last are n - 1 gaps: 3 messages over
+    receiving_seconds arrive at 2 / receiving_seconds a second."""
+    sink = blast_sink()
+    with smtplib.SMTP("127.0.0.1", sink.port, timeout=10) as c:
+        for i in range(3):
+            c.sendmail("alice@example.test", ["bob@d1.example.test"], make_message(f"gap{i}@c.test"))
+            time.sleep(0.05)
+    got = sink.stop()
+    assert got["messages"] == 3 and got["receiving_seconds"] > 0, got
+    assert got["msgs_per_sec"] == pytest.approx(2 / got["receiving_seconds"]), got

@@ -767,13 +767,15 @@ nlohmann::json summary_json(sink_state& st, double seconds) {
     nlohmann::json j;
     uint64_t n = st.messages.load();
     j["messages"] = n;
-    // seconds: the sink's run; msgs_per_sec: over first to latest message
-    // (the whole run when there is only one).
+    // seconds: the sink's run; msgs_per_sec: the arrival rate from the first
+    // to the latest message, n - 1 gaps in that span (over the whole run
+    // when there is only one message).
     const double first = st.first_message_at.load(), last = st.last_message_at.load();
-    const double active = n >= 2 && last > first ? last - first : seconds;
+    const bool spread = n >= 2 && last > first;
+    const double active = spread ? last - first : seconds;
     j["seconds"] = seconds;
     j["receiving_seconds"] = active;
-    j["msgs_per_sec"] = active > 0 ? double(n) / active : 0.0;
+    j["msgs_per_sec"] = active > 0 ? double(spread ? n - 1 : n) / active : 0.0;
     j["bytes"] = st.bytes.load();
     if (double t = st.expect_reached_at.load(); t > 0) j["expect_reached_at"] = t;
     j["checksum_failures"] = st.checksum_failures.load();
