@@ -25,4 +25,11 @@ constexpr bool iequals(std::string_view a, std::string_view b) {
     return true;
 }
 
+// An octet >= 0x80 anywhere in s (8BITMIME content, UTF-8).
+constexpr bool has_8bit_octets(std::string_view s) {
+    for (unsigned char c : s)
+        if (c >= 0x80) return true;
+    return false;
+}
+
 }  // namespace ringmail::smtp

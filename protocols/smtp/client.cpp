@@ -263,7 +263,7 @@ engine::task<bool> client::ehlo() {
         reply helo = co_await read_reply();
         if (helo.code / 100 != 2) {
             set_error("HELO", helo);
-            if (helo.code / 100 == 5 && ehlo.code / 100 == 5) _helo_refusal = helo.text;
+            if (helo.code / 100 == 5) _helo_refusal = helo.text;
             if (!_closing) co_await quit();
             co_return false;
         }
@@ -353,18 +353,26 @@ engine::task<bool> client::deliver(const outbound_message& m, std::vector<delive
 
 engine::task<bool> client::transaction(const outbound_message& m, std::vector<delivery_outcome>& outcomes) {
     const store::envelope& env = *m.envelope;
+    outcomes.assign(m.recipients.size(), delivery_outcome{});
     // RFC 6152 §3: 8-bit content for a next hop without 8BITMIME is
-    // converted to 7 bit (Postfix does the same); a copy, on this rare path.
+    // converted to 7 bit (as Postfix, which also looks at the content, not
+    // only at BODY=8BITMIME); a copy, on this rare path.
     store::body_view body = m.body;
     _converted.clear();
-    if (env.body == store::body_type::eight_bit_mime && !_caps.eight_bit_mime) {
+    if (!_caps.eight_bit_mime && (has_8bit_octets(m.body.head) || has_8bit_octets(m.body.tail))) {
         std::string joined;
-        if (auto converted = downgrade_8bit_mime(m.body.joined(joined))) {
-            _converted = std::move(*converted);
+        downgrade_result d = downgrade_8bit_mime(m.body.joined(joined));
+        if (d.outcome == downgrade_result::status::too_deep) {
+            std::string why = fmt::format("554 5.6.3 MIME nesting too deep to convert 8-bit content to 7 bit for {}",
+                                          _peer_name);
+            for (auto& o : outcomes) o = {554, why, {}};
+            co_return true;
+        }
+        if (d.outcome == downgrade_result::status::converted) {
+            _converted = std::move(d.message);
             body = store::body_view{_converted, {}};
         }
     }
-    outcomes.assign(m.recipients.size(), delivery_outcome{});
     // A reply no step of the transaction can have (e.g. 250 to DATA, RFC
     // 5321 §4.3.2): the conversation is out of step (an extra or a missing
     // reply), so nothing said in it counts: every recipient is deferred

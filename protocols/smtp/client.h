@@ -118,10 +118,10 @@ public:
     // server.hostname: the next hop is this server, a mail loop (Postfix:
     // "loops back to myself").
     bool loops_back() const { return _loops_back; }
-    // open() failed because the server answered both EHLO and HELO with a
-    // 5xx (Postfix: "refused to talk to me"): that HELO reply, else empty.
-    // A 5xx greeting is not one: as Postfix (smtp_skip_5xx_greeting), the
-    // next host is tried and the mail waits.
+    // open() failed because the server refused EHLO and then answered HELO
+    // with a 5xx (Postfix: "refused to talk to me"): that HELO reply, else
+    // empty. A 5xx greeting is not one: as Postfix (smtp_skip_5xx_greeting),
+    // the next host is tried and the mail waits.
     const std::string& helo_refusal() const { return _helo_refusal; }
     // "TLSv1.3 TLS_AES_256_GCM_SHA384" when the session is encrypted, else "".
     std::string tls_description() const;

@@ -62,9 +62,9 @@ struct destination {
     // Set by the last connect() when a most-preferred host greeted with our
     // own name: the jobs bounce (5.4.6) instead of waiting, as in Postfix.
     std::string loop_reason;
-    // Set by the last connect() when the last host it tried refused EHLO and
-    // HELO with a 5xx: the jobs bounce with that reply, as in Postfix
-    // (smtp_helo: "host X refused to talk to me").
+    // Set by the last connect() when a host refused EHLO and answered HELO
+    // with a 5xx: the jobs bounce with that reply, as in Postfix (smtp_helo:
+    // "host X refused to talk to me").
     std::string refusal_reason;  // for the log and the queue listing
     std::string refusal_reply;   // the server's reply, for the DSN
     std::string refusal_peer;    // which server ("mx.example[192.0.2.1]:25")

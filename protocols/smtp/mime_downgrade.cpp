@@ -1,5 +1,7 @@
 #include "protocols/smtp/mime_downgrade.h"
 
+#include <algorithm>
+
 #include "protocols/smtp/ascii.h"
 
 namespace ringmail::smtp {
@@ -11,12 +13,6 @@ namespace {
 constexpr unsigned max_depth = 32;
 constexpr std::string_view crlf = "\r\n";
 
-bool has_8bit(std::string_view s) {
-    for (unsigned char c : s)
-        if (c >= 0x80) return true;
-    return false;
-}
-
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
 std::string_view trim(std::string_view s) {
@@ -25,9 +21,22 @@ std::string_view trim(std::string_view s) {
     return s;
 }
 
-// The first token of a header value: "8bit (comment)" -> "8bit".
+// The first token of a header value: "8bit (comment)", "(c) 8bit" and
+// "\"8bit\"" -> "8bit" (RFC 822 comments may stand anywhere).
 std::string_view first_token(std::string_view value) {
     value = trim(value);
+    while (!value.empty() && value.front() == '(') {
+        size_t depth = 0, i = 0;
+        for (; i < value.size(); ++i) {
+            if (value[i] == '(') ++depth;
+            else if (value[i] == ')' && --depth == 0) break;
+        }
+        value = trim(value.substr(std::min(i + 1, value.size())));
+    }
+    if (!value.empty() && value.front() == '"') {
+        size_t close = value.find('"', 1);
+        return value.substr(1, close == std::string_view::npos ? std::string_view::npos : close - 1);
+    }
     size_t end = 0;
     while (end < value.size() && !is_space(value[end]) && value[end] != ';' && value[end] != '(') ++end;
     return value.substr(0, end);
@@ -114,10 +123,16 @@ entity parse_entity(std::string_view e) {
 
 bool declared_8bit(const entity& e) { return iequals(e.encoding, "8bit") || iequals(e.encoding, "binary"); }
 
-bool convert_entity(std::string_view e, std::string& out, unsigned depth);
+struct walk {
+    bool too_deep = false;  // 8-bit octets below max_depth: not converted
+};
+
+// `digest`: a part of a multipart/digest (its default type is message/rfc822).
+bool convert_entity(std::string_view e, std::string& out, unsigned depth, walk& w, bool digest = false);
 
 // Appends the multipart body with each part converted; true when one was.
-bool convert_multipart(std::string_view body, std::string_view boundary, std::string& out, unsigned depth) {
+bool convert_multipart(std::string_view body, std::string_view boundary, bool digest, std::string& out, unsigned depth,
+                       walk& w) {
     std::string delimiter = "--";
     delimiter.append(boundary);
     bool changed = false;
@@ -140,7 +155,7 @@ bool convert_multipart(std::string_view body, std::string_view boundary, std::st
             size_t content_end = pos >= 2 ? pos - 2 : 0;
             if (part_begin != std::string_view::npos && content_end > part_begin) {
                 out.append(body.substr(copied, part_begin - copied));
-                changed |= convert_entity(body.substr(part_begin, content_end - part_begin), out, depth + 1);
+                changed |= convert_entity(body.substr(part_begin, content_end - part_begin), out, depth + 1, w, digest);
                 copied = content_end;
             }
             part_begin = closing ? std::string_view::npos : (eol == std::string_view::npos ? body.size() : eol + 2);
@@ -150,7 +165,7 @@ bool convert_multipart(std::string_view body, std::string_view boundary, std::st
     }
     if (part_begin != std::string_view::npos && part_begin < body.size()) {  // no closing delimiter
         out.append(body.substr(copied, part_begin - copied));
-        changed |= convert_entity(body.substr(part_begin), out, depth + 1);
+        changed |= convert_entity(body.substr(part_begin), out, depth + 1, w, digest);
         copied = body.size();
     }
     out.append(body.substr(copied));
@@ -158,30 +173,42 @@ bool convert_multipart(std::string_view body, std::string_view boundary, std::st
 }
 
 // Appends `e` converted; true when something in it was.
-bool convert_entity(std::string_view e, std::string& out, unsigned depth) {
-    if (depth > max_depth || !has_8bit(e)) {
+bool convert_entity(std::string_view e, std::string& out, unsigned depth, walk& w, bool digest) {
+    if (!has_8bit_octets(e)) {
+        out.append(e);
+        return false;
+    }
+    if (depth > max_depth) {
+        w.too_deep = true;
         out.append(e);
         return false;
     }
     entity parsed = parse_entity(e);
     std::string_view type = first_token(parsed.content_type);
+    if (type.empty() && digest) type = "message/rfc822";
+    size_t slash = type.find('/');
+    std::string_view major = type.substr(0, slash);
     std::string body;
     std::string_view new_encoding;
-    if (size_t slash = type.find('/'); slash != std::string_view::npos && iequals(type.substr(0, slash), "multipart")) {
+    if (slash != std::string_view::npos && iequals(major, "multipart")) {
         std::string_view boundary = boundary_of(parsed.content_type);
-        if (boundary.empty() || !convert_multipart(parsed.body, boundary, body, depth)) {
+        bool is_digest = iequals(type.substr(slash + 1), "digest");
+        if (boundary.empty() || !convert_multipart(parsed.body, boundary, is_digest, body, depth, w)) {
             out.append(e);
             return false;
         }
-        if (declared_8bit(parsed)) new_encoding = "7bit";
+        // 7bit only when true: a preamble may still hold 8-bit octets.
+        if (declared_8bit(parsed) && !has_8bit_octets(body)) new_encoding = "7bit";
     } else if (iequals(type, "message/rfc822")) {
-        if (!convert_entity(parsed.body, body, depth + 1)) {
+        if (!convert_entity(parsed.body, body, depth + 1, w)) {
             out.append(e);
             return false;
         }
-        if (declared_8bit(parsed)) new_encoding = "7bit";
-    } else if (declared_8bit(parsed) && has_8bit(parsed.body)) {
-        append_quoted_printable(parsed.body, body);
+        if (declared_8bit(parsed) && !has_8bit_octets(body)) new_encoding = "7bit";
+    } else if (declared_8bit(parsed) && has_8bit_octets(parsed.body)) {
+        // Text keeps its lines; other types have no lines to keep (§6.7 (4)).
+        bool text = type.empty() || iequals(major, "text");
+        append_quoted_printable(parsed.body, body, text);
         new_encoding = "quoted-printable";
     } else {
         out.append(e);
@@ -213,11 +240,12 @@ void append_encoded_line(std::string_view line, std::string& out) {
         if (col + width > (last ? 76 : 75)) {
             out.append("=\r\n");
             col = 0;
-            // A continuation line starting "--" could read as a MIME boundary.
-            if (c == '-') {
-                literal = false;
-                width = 3;
-            }
+        }
+        // A line starting "--" could read as a MIME boundary (also one with
+        // "=3D" where the original had "=").
+        if (col == 0 && c == '-') {
+            literal = false;
+            width = 3;
         }
         if (literal) {
             out.push_back(static_cast<char>(c));
@@ -232,7 +260,11 @@ void append_encoded_line(std::string_view line, std::string& out) {
 
 }  // namespace
 
-void append_quoted_printable(std::string_view text, std::string& out) {
+void append_quoted_printable(std::string_view text, std::string& out, bool line_breaks) {
+    if (!line_breaks) {
+        append_encoded_line(text, out);
+        return;
+    }
     size_t pos = 0;
     while (pos < text.size()) {
         size_t eol = text.find(crlf, pos);
@@ -246,12 +278,16 @@ void append_quoted_printable(std::string_view text, std::string& out) {
     }
 }
 
-std::optional<std::string> downgrade_8bit_mime(std::string_view message) {
-    if (!has_8bit(message)) return std::nullopt;
-    std::string out;
-    out.reserve(message.size() + message.size() / 4);
-    if (!convert_entity(message, out, 0)) return std::nullopt;
-    return out;
+downgrade_result downgrade_8bit_mime(std::string_view message) {
+    downgrade_result r;
+    if (!has_8bit_octets(message)) return r;
+    r.message.reserve(message.size() + message.size() / 4);
+    walk w;
+    bool changed = convert_entity(message, r.message, 0, w);
+    if (w.too_deep) r.outcome = downgrade_result::status::too_deep;
+    else if (changed) r.outcome = downgrade_result::status::converted;
+    if (r.outcome != downgrade_result::status::converted) r.message.clear();
+    return r;
 }
 
 }  // namespace ringmail::smtp

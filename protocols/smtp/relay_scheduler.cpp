@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "engine/log.h"
+#include "protocols/smtp/ascii.h"
 #include "protocols/smtp/client.h"
 #include "protocols/smtp/dsn.h"
 #include "protocols/smtp/recipient_domains.h"
@@ -467,14 +468,16 @@ engine::task<std::unique_ptr<client>> relay_scheduler::connect(destination& d, s
                 co_return c;
             }
             d.pause_reason = c->last_error();
-            // Only the last host tried decides (Postfix's final server): an
-            // earlier refusal is followed by another try.
-            d.refusal_code = 0;
             if (!c->helo_refusal().empty()) {
+                // A hard "no" to HELO ends the attempt: as in Postfix (a 5xx
+                // from smtp_helo fails the recipients; only soft errors move
+                // on to the next MX), whatever order the hosts came in.
                 d.refusal_code = std::atoi(c->helo_refusal().c_str());
                 d.refusal_reason = c->last_error();
                 d.refusal_reply = c->helo_refusal();
                 d.refusal_peer = c->peer_name();
+                log::info("delivery to {}: {}", d.key, c->last_error());
+                co_return nullptr;
             }
             if (!c->loops_back()) {
                 log::info("delivery to {}: {}", d.key, c->last_error());
@@ -522,8 +525,8 @@ engine::task<void> relay_scheduler::connection_loop(destination& d) {
         d.window_credit = 0;
         log::info("delivery to {}: at most {} connection(s) for now: {}", d.key, d.window, d.pause_reason);
     } else if (!c && !_stopping && d.refusal_code / 100 == 5) {
-        // Every host failed, the last one with a 5xx to EHLO and HELO: the
-        // mail bounces rather than waiting days for a server that said no.
+        // A host answered HELO with a 5xx: the mail bounces rather than
+        // waiting days for a server that said no.
         std::deque<delivery_job> jobs;
         jobs.swap(d.ready);
         int code = d.refusal_code;
@@ -801,6 +804,9 @@ engine::task<void> relay_scheduler::finish_job(uint64_t id, std::vector<rcpt_res
         denv.helo = _cfg->server.hostname;
         denv.size = dsn.size();
         denv.is_dsn = true;
+        // The original attached as it came: 8-bit in it makes the DSN 8-bit
+        // (BODY=8BITMIME to hops that have it, converted for those that do not).
+        denv.body = has_8bit_octets(dsn) ? store::body_type::eight_bit_mime : store::body_type::seven_bit;
         denv.next_attempt = now;
         denv.recipients.emplace_back().address = env.sender;
         std::string drec;

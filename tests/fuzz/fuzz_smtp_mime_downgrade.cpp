@@ -68,11 +68,18 @@ void check_quoted_printable(std::string_view in) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
     std::string_view in(reinterpret_cast<const char*>(data), size);
-    auto out = downgrade_8bit_mime(in);
-    if (out) {
+    downgrade_result r = downgrade_8bit_mime(in);
+    if (r.outcome == downgrade_result::status::converted) {
         FUZZ_CHECK(count_8bit(in) > 0);
-        FUZZ_CHECK(count_8bit(*out) < count_8bit(in));
+        FUZZ_CHECK(count_8bit(r.message) < count_8bit(in));
+    } else {
+        FUZZ_CHECK(r.message.empty());
+        if (r.outcome == downgrade_result::status::too_deep) FUZZ_CHECK(count_8bit(in) > 0);
     }
     check_quoted_printable(in);
+    std::string flat;
+    append_quoted_printable(in, flat, false);
+    FUZZ_CHECK(count_8bit(flat) == 0);
+    FUZZ_CHECK(flat.size() >= in.size());
     return 0;
 }

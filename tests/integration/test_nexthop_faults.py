@@ -171,13 +171,15 @@ def test_quit_after_a_554_greeting_then_retry(start_daemon, host):
     assert "554 5.3.2 not now (while receiving the initial greeting)" in d.log()
 
 
-@pytest.mark.parametrize("refusal, bounces", [("550 5.7.1 go away", True), ("450 4.7.1 not now", False)],
-                         ids=["5xx-bounces", "4xx-defers"])
-def test_ehlo_and_helo_refused(start_daemon, host, refusal, bounces):
-    """A next hop that answers EHLO and HELO with a 5xx will not take the mail:
-    it bounces at once (Postfix: "refused to talk to me") instead of waiting
-    max_age; a 4xx is temporary and the mail waits."""
-    host.answer = lambda stage, conn, st: refusal if stage in ("ehlo", "helo") and conn == 0 else None
+@pytest.mark.parametrize("ehlo_reply, refusal, bounces", [("550 5.7.1 go away", "550 5.7.1 go away", True),
+                                                          ("451 4.3.0 later", "550 5.7.1 go away", True),
+                                                          ("450 4.7.1 not now", "450 4.7.1 not now", False)],
+                         ids=["5xx-bounces", "ehlo-4xx-helo-5xx-bounces", "4xx-defers"])
+def test_ehlo_and_helo_refused(start_daemon, host, ehlo_reply, refusal, bounces):
+    """A next hop that refuses EHLO and answers HELO with a 5xx will not take
+    the mail: it bounces at once (Postfix: "refused to talk to me", whatever
+    EHLO got) instead of waiting max_age; a 4xx is temporary and the mail waits."""
+    host.answer = lambda stage, conn, st: ({"ehlo": ehlo_reply, "helo": refusal}.get(stage) if conn == 0 else None)
     d = start_daemon(host.address, config=SLOW_RETRY)
     msgid = unique("helo5xx")
     submit(d, msgid)
@@ -297,3 +299,30 @@ def test_8bit_mime_to_postfix_smtp_sink_without_8bitmime(start_daemon):
     def lines(m):
         return [q.get_content().replace("\r\n", "\n") for q in m.iter_parts()]
     assert lines(sent) == lines(orig)
+
+
+def test_bounce_of_8bit_mail_is_converted_too(start_daemon):
+    """The DSN of 8-bit mail attaches it as it came: the DSN is 8-bit mail
+    itself, and a hop without 8BITMIME gets it converted (it used to go out
+    raw, without BODY=8BITMIME either)."""
+    h = ScriptedHost(capabilities=("PIPELINING", "SIZE"))
+    h.answer = lambda stage, conn, st: "550 5.1.1 no such user" if stage == "rcpt" and "bob@" in st["line"] else None
+    try:
+        d = start_daemon(h.address)
+        msgid = unique("8bitdsn")
+        with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+            s.sendmail("alice@example.test", ["bob@example.test"], _eight_bit_message(msgid),
+                       mail_options=["BODY=8BITMIME"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            dsns = [m for m in h.messages if m[1] == ["RCPT TO:<alice@example.test>"]]
+            if dsns:
+                break
+            time.sleep(0.1)
+        assert dsns, h.commands[-20:]
+        [(mail, _, data)] = dsns
+        assert mail.startswith("MAIL FROM:<>"), mail
+        assert msgid.encode() in data, data[:2000]
+        assert all(b < 0x80 for b in data), "8-bit octets in a DSN sent to a hop without 8BITMIME"
+    finally:
+        h.close()
