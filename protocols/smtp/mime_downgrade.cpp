@@ -124,7 +124,7 @@ entity parse_entity(std::string_view e) {
 bool declared_8bit(const entity& e) { return iequals(e.encoding, "8bit") || iequals(e.encoding, "binary"); }
 
 struct walk {
-    bool too_deep = false;  // 8-bit octets below max_depth: not converted
+    bool too_deep = false;  // 8-bit octets deeper than max_depth: not converted
 };
 
 // `digest`: a part of a multipart/digest (its default type is message/rfc822).

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import smtplib
 import socket
 import subprocess
 import sys
@@ -448,6 +449,27 @@ def make_message(msgid: str, subject: str = "test", body: bytes = b"hello\r\n",
     return (f"From: <{sender}>\r\nTo: <{to}>\r\nSubject: {subject}\r\n"
             f"Message-ID: <{msgid}>\r\nDate: Mon, 24 Nov 2025 10:00:00 +0000\r\n"
             "MIME-Version: 1.0\r\n").encode() + extra + b"\r\n" + body
+
+
+def start_postfix_smtp_sink(*args: str, port: int, stdout=subprocess.DEVNULL) -> subprocess.Popen:
+    """Postfix's smtp-sink on 127.0.0.1:port (as nobody), once it answers;
+    pytest.skip when Postfix is not installed. The caller kills it."""
+    binary = Path("/usr/sbin/smtp-sink")
+    if not binary.exists():
+        pytest.skip(f"{binary} not installed (Debian package postfix)")
+    p = subprocess.Popen([str(binary), "-u", "nobody", *args, f"127.0.0.1:{port}", "100"],
+                         stdin=subprocess.DEVNULL, stdout=stdout, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            smtplib.SMTP("127.0.0.1", port, timeout=2).quit()
+            return p
+        except OSError:
+            if time.monotonic() > deadline:
+                p.kill()
+                raise AssertionError("smtp-sink did not start")
+            time.sleep(0.05)
 
 
 def queue_id_of(reply_text: str) -> str:

@@ -20,11 +20,10 @@ from typing import Optional
 
 import pytest
 
-from conftest import BUILD, make_message
+from conftest import BUILD, make_message, start_postfix_smtp_sink
 from sink import free_port
 
 BLAST = BUILD / "tools" / "ringmail-blast"
-SMTP_SINK = Path("/usr/sbin/smtp-sink")
 SMTP_SOURCE = Path("/usr/sbin/smtp-source")
 
 
@@ -347,20 +346,10 @@ def _need(path: Path) -> None:
 
 
 def test_send_to_postfix_smtp_sink(tmp_path):
-    _need(SMTP_SINK)
     port = free_port()
     out = open(tmp_path / "smtp-sink.out", "wb")
-    p = subprocess.Popen([str(SMTP_SINK), "-c", "-u", "nobody", f"127.0.0.1:{port}", "100"],
-                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    p = start_postfix_smtp_sink("-c", port=port, stdout=out)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                smtplib.SMTP("127.0.0.1", port, timeout=2).quit()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "smtp-sink did not start"
-                time.sleep(0.05)
         rc, sent, err = blast_send(f"127.0.0.1:{port}", "--connections", "10", "--messages", "1000")
         assert rc == 0 and sent["messages"] == 1000 and sent["errors"] == 0, (sent, err)
         time.sleep(0.3)  # let smtp-sink print its last counter

@@ -4,13 +4,20 @@ long replies are read, and mail flagged SMTPUTF8 that is plain ASCII still goes
 to a next hop without the extension."""
 from __future__ import annotations
 
+import email
+import email.policy
+import os
+import shutil
 import smtplib
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
-from conftest import make_message, unique
+from conftest import make_message, start_postfix_smtp_sink, unique
 from scripted_host import CLOSE, ScriptedHost
+from sink import free_port
 
 # a short retry, and a long one to tell "sent at once" from "deferred"
 QUICK_RETRY = {"queue": {"min_backoff": "1s", "max_backoff": "1s", "jitter": 0.0}}
@@ -214,8 +221,6 @@ def test_8bit_mime_to_a_hop_without_8bitmime_is_converted(start_daemon, eight_bi
     """RFC 6152 §3: 8-bit MIME content must not go to a server that did not offer
     8BITMIME; as Postfix does, the 8-bit parts go quoted-printable. A hop that
     offers 8BITMIME gets the message as it came."""
-    import email
-    import email.policy
     caps = ("PIPELINING", "SIZE", "8BITMIME") if eight_bit_hop else ("PIPELINING", "SIZE")
     h = ScriptedHost(capabilities=caps)
     try:
@@ -248,47 +253,28 @@ def test_8bit_mime_to_a_hop_without_8bitmime_is_converted(start_daemon, eight_bi
 def test_8bit_mime_to_postfix_smtp_sink_without_8bitmime(start_daemon):
     """The same against a peer we did not write: Postfix's smtp-sink with -8 (no
     8BITMIME), dumping what it received; Python's MIME reader finds the parts."""
-    import email
-    import email.policy
-    import os
-    import subprocess
-    from pathlib import Path
-    from sink import free_port
-    smtp_sink = Path("/usr/sbin/smtp-sink")
-    if not smtp_sink.exists():
-        pytest.skip("/usr/sbin/smtp-sink not installed (Debian package postfix)")
-    import shutil
-    import tempfile
     # smtp-sink writes as nobody: a directory it can reach (pytest's are 0700)
     dump = Path(tempfile.mkdtemp(prefix="ringmail-smtp-sink-", dir="/tmp"))
-    os.chmod(dump, 0o777)
-    port = free_port()
-    p = subprocess.Popen([str(smtp_sink), "-8", "-u", "nobody", "-d", f"{dump}/%M.", f"127.0.0.1:{port}", "10"],
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                smtplib.SMTP("127.0.0.1", port, timeout=2).quit()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "smtp-sink did not start"
-                time.sleep(0.05)
-        d = start_daemon(f"127.0.0.1:{port}")
-        msgid = unique("8bitpf")
-        original = _eight_bit_message(msgid)
-        with smtplib.SMTP(d.host, d.port, timeout=30) as s:
-            s.sendmail("alice@example.test", ["bob@example.test"], original, mail_options=["BODY=8BITMIME"])
-        deadline = time.monotonic() + 30
-        while not any(dump.iterdir()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(0.2)  # the dump file is complete once smtp-sink answered
-        [f] = list(dump.iterdir())
-        data = f.read_bytes()
+        os.chmod(dump, 0o777)
+        port = free_port()
+        p = start_postfix_smtp_sink("-8", "-d", f"{dump}/%M.", port=port)
+        try:
+            d = start_daemon(f"127.0.0.1:{port}")
+            msgid = unique("8bitpf")
+            original = _eight_bit_message(msgid)
+            with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+                s.sendmail("alice@example.test", ["bob@example.test"], original, mail_options=["BODY=8BITMIME"])
+            deadline = time.monotonic() + 30
+            while not any(dump.iterdir()) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.2)  # the dump file is complete once smtp-sink answered
+            [f] = list(dump.iterdir())
+            data = f.read_bytes()
+        finally:
+            p.kill()
+            p.wait(5)
     finally:
-        p.kill()
-        p.wait(5)
         shutil.rmtree(dump, ignore_errors=True)
     assert all(b < 0x80 for b in data), "8-bit octets sent to a hop without 8BITMIME"
     assert b"X-Mail-Args: <alice@example.test>\n" in data or b"X-Mail-Args: <alice@example.test>\r\n" in data, data[:300]
