@@ -362,9 +362,9 @@ engine::task<bool> client::transaction(const outbound_message& m, std::vector<de
     if (!_caps.eight_bit_mime && (has_8bit_octets(m.body.head) || has_8bit_octets(m.body.tail))) {
         std::string joined;
         downgrade_result d = downgrade_8bit_mime(m.body.joined(joined));
-        if (d.outcome == downgrade_result::status::too_deep) {
-            std::string why = fmt::format("554 5.6.3 MIME nesting too deep to convert 8-bit content to 7 bit for {}",
-                                          _peer_name);
+        if (d.outcome == downgrade_result::status::unconvertible) {
+            // RFC 3463 5.6.3: conversion required but not supported.
+            std::string why = fmt::format("554 5.6.3 {} for {}", d.why, _peer_name);
             for (auto& o : outcomes) o = {554, why, {}};
             co_return true;
         }

@@ -42,8 +42,17 @@ std::string_view first_token(std::string_view value) {
     return value.substr(0, end);
 }
 
-// The boundary parameter of a Content-Type value, quoted or not ("" if none).
-std::string_view boundary_of(std::string_view value) {
+int hex_digit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
+// The boundary parameter of a Content-Type value ("" if none): a token, a
+// quoted-string (backslash escapes undone), or RFC 2231's boundary*=
+// charset'lang'%-encoded value.
+std::string boundary_of(std::string_view value) {
     size_t semi = value.find(';');
     while (semi != std::string_view::npos) {
         std::string_view rest = value.substr(semi + 1);
@@ -51,20 +60,38 @@ std::string_view boundary_of(std::string_view value) {
         if (eq == std::string_view::npos) return {};
         std::string_view name = trim(rest.substr(0, eq));
         std::string_view v = trim(rest.substr(eq + 1));
-        size_t consumed;
-        std::string_view param;
+        size_t consumed = 0;
+        std::string param;
         if (!v.empty() && v.front() == '"') {
-            size_t close = v.find('"', 1);
-            if (close == std::string_view::npos) return {};
-            param = v.substr(1, close - 1);
-            consumed = close + 1;
+            size_t i = 1;
+            for (; i < v.size() && v[i] != '"'; ++i) {
+                if (v[i] == '\\' && i + 1 < v.size()) ++i;
+                param.push_back(v[i]);
+            }
+            if (i >= v.size()) return {};  // unterminated
+            consumed = i + 1;
         } else {
-            size_t end = 0;
-            while (end < v.size() && v[end] != ';' && !is_space(v[end])) ++end;
-            param = v.substr(0, end);
-            consumed = end;
+            while (consumed < v.size() && v[consumed] != ';' && !is_space(v[consumed])) ++consumed;
+            param.assign(v.substr(0, consumed));
         }
         if (iequals(name, "boundary")) return param;
+        if (iequals(name, "boundary*")) {
+            // charset'language'value, the value %-encoded (RFC 2231 §4)
+            size_t q1 = param.find('\''), q2 = q1 == std::string::npos ? q1 : param.find('\'', q1 + 1);
+            if (q2 == std::string::npos) return {};
+            std::string decoded;
+            for (size_t i = q2 + 1; i < param.size(); ++i) {
+                int hi, lo;
+                if (param[i] == '%' && i + 2 < param.size() && (hi = hex_digit(param[i + 1])) >= 0 &&
+                    (lo = hex_digit(param[i + 2])) >= 0) {
+                    decoded.push_back(static_cast<char>(hi * 16 + lo));
+                    i += 2;
+                } else {
+                    decoded.push_back(param[i]);
+                }
+            }
+            return decoded;
+        }
         size_t next = v.substr(consumed).find(';');
         if (next == std::string_view::npos) return {};
         value = v.substr(consumed + next);
@@ -124,7 +151,7 @@ entity parse_entity(std::string_view e) {
 bool declared_8bit(const entity& e) { return iequals(e.encoding, "8bit") || iequals(e.encoding, "binary"); }
 
 struct walk {
-    bool too_deep = false;  // 8-bit octets deeper than max_depth: not converted
+    std::string_view unconvertible;  // why a part cannot be made 7-bit (the first one)
 };
 
 // `digest`: a part of a multipart/digest (its default type is message/rfc822).
@@ -179,7 +206,7 @@ bool convert_entity(std::string_view e, std::string& out, unsigned depth, walk& 
         return false;
     }
     if (depth > max_depth) {
-        w.too_deep = true;
+        if (w.unconvertible.empty()) w.unconvertible = "MIME nesting too deep to convert 8-bit content to 7 bit";
         out.append(e);
         return false;
     }
@@ -191,7 +218,7 @@ bool convert_entity(std::string_view e, std::string& out, unsigned depth, walk& 
     std::string body;
     std::string_view new_encoding;
     if (slash != std::string_view::npos && iequals(major, "multipart")) {
-        std::string_view boundary = boundary_of(parsed.content_type);
+        std::string boundary = boundary_of(parsed.content_type);
         bool is_digest = iequals(type.substr(slash + 1), "digest");
         if (boundary.empty() || !convert_multipart(parsed.body, boundary, is_digest, body, depth, w)) {
             out.append(e);
@@ -199,6 +226,11 @@ bool convert_entity(std::string_view e, std::string& out, unsigned depth, walk& 
         }
         // 7bit only when true: a preamble may still hold 8-bit octets.
         if (declared_8bit(parsed) && !has_8bit_octets(body)) new_encoding = "7bit";
+    } else if (iequals(type, "message/partial")) {
+        // Always 7bit (RFC 2046 §5.2.2): a fragment cannot be re-encoded.
+        if (w.unconvertible.empty()) w.unconvertible = "8-bit message/partial cannot be converted to 7 bit";
+        out.append(e);
+        return false;
     } else if (iequals(type, "message/rfc822")) {
         if (!convert_entity(parsed.body, body, depth + 1, w)) {
             out.append(e);
@@ -284,7 +316,10 @@ downgrade_result downgrade_8bit_mime(std::string_view message) {
     r.message.reserve(message.size() + message.size() / 4);
     walk w;
     bool changed = convert_entity(message, r.message, 0, w);
-    if (w.too_deep) r.outcome = downgrade_result::status::too_deep;
+    if (!w.unconvertible.empty()) {
+        r.outcome = downgrade_result::status::unconvertible;
+        r.why = w.unconvertible;
+    }
     else if (changed) r.outcome = downgrade_result::status::converted;
     if (r.outcome != downgrade_result::status::converted) r.message.clear();
     return r;

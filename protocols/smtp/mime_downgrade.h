@@ -8,9 +8,10 @@
 // default to message/rfc822) and their own 8bit/binary declaration becomes
 // 7bit when nothing 8-bit is left in them. What is not declared 8-bit (8-bit
 // octets in a part without a transfer encoding, or in header fields) is left
-// as it is: there is nothing to say what it is. 8-bit content nested deeper
-// than the walk goes cannot be converted: the caller bounces the message
-// (Postfix: "MIME nesting exceeds safety limit").
+// as it is: there is nothing to say what it is. What cannot be converted
+// (8-bit content nested deeper than the walk goes, Postfix: "MIME nesting
+// exceeds safety limit"; an 8-bit message/partial, which must be 7bit, RFC
+// 2046 §5.2.2) makes the caller bounce the message.
 #pragma once
 
 #include <string>
@@ -22,10 +23,11 @@ struct downgrade_result {
     enum class status {
         unchanged,  // nothing declared 8-bit holds 8-bit octets: send it as it is
         converted,  // `message` is what to send
-        too_deep,   // 8-bit octets nested deeper than the walk goes
+        unconvertible,  // `why` says what cannot be made 7-bit
     };
     status outcome = status::unchanged;
     std::string message;
+    std::string why;
 };
 
 // Converts a message (header section, empty line, body; CRLF lines).

@@ -74,7 +74,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         FUZZ_CHECK(count_8bit(r.message) < count_8bit(in));
     } else {
         FUZZ_CHECK(r.message.empty());
-        if (r.outcome == downgrade_result::status::too_deep) FUZZ_CHECK(count_8bit(in) > 0);
+        if (r.outcome == downgrade_result::status::unconvertible) FUZZ_CHECK(count_8bit(in) > 0 && !r.why.empty());
     }
     check_quoted_printable(in);
     std::string flat;

@@ -312,3 +312,22 @@ def test_bounce_of_8bit_mail_is_converted_too(start_daemon):
         assert all(b < 0x80 for b in data), "8-bit octets in a DSN sent to a hop without 8BITMIME"
     finally:
         h.close()
+
+
+def test_8bit_mail_that_cannot_be_converted_bounces(start_daemon):
+    """An 8-bit message/partial must not be re-encoded (RFC 2046 §5.2.2): for a
+    hop without 8BITMIME it bounces 5.6.3 (conversion required, not possible)."""
+    h = ScriptedHost(capabilities=("PIPELINING", "SIZE"))
+    try:
+        d = start_daemon(h.address)
+        msgid = unique("partial")
+        msg = (f"From: alice@example.test\r\nMessage-ID: <{msgid}>\r\nMIME-Version: 1.0\r\n"
+               "Content-Type: message/partial; id=\"p1\"; number=1; total=2\r\n"
+               "Content-Transfer-Encoding: 8bit\r\n\r\nK\u00f6ln\r\n").encode()
+        with smtplib.SMTP(d.host, d.port, timeout=30) as s:
+            s.sendmail("alice@example.test", ["bob@example.test"], msg, mail_options=["BODY=8BITMIME"])
+        log = wait_log(d, "status=bounced")
+        assert "554 5.6.3 8-bit message/partial cannot be converted to 7 bit" in log, log[-2000:]
+        assert not [m for m in h.messages if m[1] == ["RCPT TO:<bob@example.test>"]], "sent unconverted"
+    finally:
+        h.close()

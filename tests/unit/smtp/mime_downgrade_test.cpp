@@ -167,7 +167,9 @@ TEST(mime_downgrade, UnclosedMultipartAndDeepNestingStayBounded) {
                                            "\r\n\r\n--b" + std::to_string(i) + "\r\n";
     deep += "Content-Transfer-Encoding: 8bit\r\n\r\n\xc3\xa9\r\n";
     // the 8-bit part is past the limit: cannot be converted (the caller bounces)
-    EXPECT_EQ(downgrade_8bit_mime(deep).outcome, downgrade_result::status::too_deep);
+    auto r = downgrade_8bit_mime(deep);
+    EXPECT_EQ(r.outcome, downgrade_result::status::unconvertible);
+    EXPECT_NE(r.why.find("nesting"), std::string::npos) << r.why;
 }
 
 TEST(mime_downgrade, AnEncodedLineNeverBecomesADelimiter) {
@@ -211,4 +213,23 @@ TEST(mime_downgrade, AMultipartStaysEightBitWhileItsPreambleIs) {
     ASSERT_TRUE(out);
     EXPECT_NE(out->find("Content-Transfer-Encoding: 8bit\r\n\r\npr\xc3\xa9" "amble"), std::string::npos) << *out;
     EXPECT_NE(out->find("quoted-printable\r\n\r\n=C3=A9\r\n--b--"), std::string::npos) << *out;
+}
+
+TEST(mime_downgrade, FindsEscapedAndRfc2231Boundaries) {
+    std::string part = "\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\xc3\xa9\r\n";
+    // quoted-string with an escaped quote: the boundary is a"b
+    auto out = converted("Content-Type: multipart/mixed; boundary=\"a\\\"b\"\r\n\r\n--a\"b" + part + "--a\"b--\r\n");
+    ASSERT_TRUE(out);
+    EXPECT_TRUE(seven_bit(*out)) << *out;
+    // RFC 2231: boundary*=us-ascii'en'x%2Fy is x/y
+    out = converted("Content-Type: multipart/mixed; boundary*=us-ascii'en'x%2Fy\r\n\r\n--x/y" + part + "--x/y--\r\n");
+    ASSERT_TRUE(out);
+    EXPECT_TRUE(seven_bit(*out)) << *out;
+}
+
+TEST(mime_downgrade, EightBitMessagePartialCannotBeConverted) {
+    auto r = downgrade_8bit_mime("Content-Type: message/partial; id=x; number=1\r\nContent-Transfer-Encoding: 8bit\r\n"
+                                 "\r\n\xc3\xa9\r\n");
+    EXPECT_EQ(r.outcome, downgrade_result::status::unconvertible);
+    EXPECT_NE(r.why.find("message/partial"), std::string::npos) << r.why;
 }
