@@ -228,7 +228,8 @@ bool convert_entity(std::string_view e, std::string& out, unsigned depth, walk& 
         if (declared_8bit(parsed) && !has_8bit_octets(body)) new_encoding = "7bit";
     } else if (iequals(type, "message/partial")) {
         // Always 7bit (RFC 2046 §5.2.2): a fragment cannot be re-encoded.
-        if (w.unconvertible.empty()) w.unconvertible = "8-bit message/partial cannot be converted to 7 bit";
+        if (has_8bit_octets(parsed.body) && w.unconvertible.empty())
+            w.unconvertible = "8-bit message/partial cannot be converted to 7 bit";
         out.append(e);
         return false;
     } else if (iequals(type, "message/rfc822")) {

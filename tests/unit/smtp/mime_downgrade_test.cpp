@@ -232,4 +232,7 @@ TEST(mime_downgrade, EightBitMessagePartialCannotBeConverted) {
                                  "\r\n\xc3\xa9\r\n");
     EXPECT_EQ(r.outcome, downgrade_result::status::unconvertible);
     EXPECT_NE(r.why.find("message/partial"), std::string::npos) << r.why;
+    // 8-bit only in its header fields: nothing to convert, nothing refused
+    r = downgrade_8bit_mime("Subject: K\xc3\xb6ln\r\nContent-Type: message/partial; id=x\r\n\r\nascii\r\n");
+    EXPECT_EQ(r.outcome, downgrade_result::status::unchanged);
 }
