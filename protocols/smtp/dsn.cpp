@@ -5,6 +5,7 @@
 #include <cstdio>
 #include <ctime>
 
+#include "protocols/smtp/ascii.h"
 #include "store/queue_id.h"
 
 namespace ringmail::smtp {
@@ -203,11 +204,6 @@ void append_crlf_normalised(std::string& out, std::string_view in) {
     if (out.size() < 2 || out.compare(out.size() - 2, 2, "\r\n") != 0) out += "\r\n";
 }
 
-bool has_8bit(std::string_view s) {
-    return std::any_of(s.begin(), s.end(),
-                       [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
-}
-
 }  // namespace
 
 size_t dsn_status(std::string_view reply, dsn_failure failure, char (&out)[12]) {
@@ -287,7 +283,7 @@ std::string build_dsn(const dsn_input& in) {
         size_t nl = attached.rfind('\n');
         attached = nl == std::string_view::npos ? std::string_view{} : attached.substr(0, nl + 1);
     }
-    const bool attached_8bit = has_8bit(attached);
+    const bool attached_8bit = has_8bit_octets(attached);
 
     // Boundary: unguessable seed, and verified absent from the attached text.
     char bbuf[80];

@@ -1,22 +1,15 @@
 #include "protocols/smtp/smtputf8.h"
 
-#include <algorithm>
 #include <string_view>
+
+#include "protocols/smtp/ascii.h"
 
 namespace ringmail::smtp {
 
-namespace {
-
-bool has_8bit(std::string_view s) {
-    return std::any_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) >= 0x80; });
-}
-
-}  // namespace
-
 bool needs_smtputf8(const store::envelope& env, std::span<const size_t> recipients, store::body_view message) {
-    if (has_8bit(env.sender)) return true;
+    if (has_8bit_octets(env.sender)) return true;
     for (size_t i : recipients)
-        if (has_8bit(env.recipients[i].address)) return true;
+        if (has_8bit_octets(env.recipients[i].address)) return true;
     // The header section ends at the first empty line: CRLF CRLF, or a CRLF
     // at the very start (no header fields). Scanned across head and tail.
     unsigned crlf_run = 2;  // as if after a line end: a leading CRLF ends it too
